@@ -1,0 +1,49 @@
+"""Input validation shared by the package: every failure is one ``ValueError`` line naming the argument."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or (v < 0 if allow_zero else v <= 0):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite {kind} number, got {value!r}")
+    return v
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(x):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or Inf value(s)")
+    return x
+
+
+def as_image_batch(name: str, x, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Return ``x`` as a ``(B, C, H, W)`` tensor; accepts ``(H, W)``, ``(C, H, W)`` and ``(B, C, H, W)``."""
+    if not torch.is_tensor(x):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x[None]
+    elif x.ndim != 4:
+        raise ValueError(f"{name} must have 2, 3 or 4 dimensions (H, W), (C, H, W) or (B, C, H, W); got shape {tuple(x.shape)}")
+    if image_shape is not None and tuple(x.shape[-len(image_shape):]) != tuple(image_shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected trailing dimensions {tuple(image_shape)}")
+    return x
+
+
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Inner product per batch item: ``(B, ...) x (B, ...) -> (B,)``."""
+    return (a * b).flatten(1).sum(1)

@@ -1,0 +1,83 @@
+"""The linear-operator protocol and adapters (including deepinv's ``LinearPhysics``)."""
+
+from __future__ import annotations
+
+import torch
+
+from invprob.linalg import conjugate_gradient, power_iteration
+
+__all__ = ["DeepinvOperator", "LinearOperator", "as_operator"]
+
+
+class LinearOperator:
+    """Base class for linear forward models on batched tensors (deepinv vocabulary).
+
+    Subclasses implement :meth:`A` and :meth:`A_adjoint` on ``(B, *domain_shape)`` tensors and set
+    ``domain_shape``; the normal operator, the regularised normal solve and the operator norm follow.
+    """
+
+    domain_shape: tuple[int, ...] = ()
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 (deepinv vocabulary)
+        raise NotImplementedError
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        raise NotImplementedError
+
+    def A_adjoint_A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        return self.A_adjoint(self.A(x))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+    def solve_normal(
+        self, v: torch.Tensor, c: float, *, x0: torch.Tensor | None = None, tol: float = 1e-10, max_iter: int = 1000
+    ) -> torch.Tensor:
+        """Return ``(A^T A + c I)^{-1} v`` (batched) by conjugate gradients."""
+        if not c > 0:
+            raise ValueError(f"c must be positive for the regularised normal solve, got {c}")
+        x, _ = conjugate_gradient(lambda z: self.A_adjoint_A(z) + c * z, v, x0, tol=tol, max_iter=max_iter)
+        return x
+
+    def norm_squared(self, *, dtype: torch.dtype = torch.float64, device="cpu") -> float:
+        """``||A||^2`` = largest eigenvalue of ``A^T A`` (power iteration unless a subclass knows it)."""
+        return power_iteration(self.A_adjoint_A, tuple(self.domain_shape), dtype=dtype, device=device)
+
+    @property
+    def is_circulant(self) -> bool:
+        return False
+
+
+class DeepinvOperator(LinearOperator):
+    """Wrap any deepinv ``LinearPhysics`` (``A``, ``A_adjoint``) so it can stand where an operator is expected.
+
+    The noise model of the physics is ignored: invprob's :class:`~invprob.Posterior` owns the likelihood.
+    """
+
+    def __init__(self, physics, domain_shape: tuple[int, ...] | None = None):
+        if not (hasattr(physics, "A") and hasattr(physics, "A_adjoint")):
+            raise ValueError("operator must provide A and A_adjoint (a deepinv LinearPhysics or an invprob operator)")
+        self.physics = physics
+        self.domain_shape = tuple(domain_shape) if domain_shape is not None else ()
+
+    def A(self, x):  # noqa: N802
+        return self.physics.A(x)
+
+    def A_adjoint(self, y):  # noqa: N802
+        return self.physics.A_adjoint(y)
+
+    def A_adjoint_A(self, x):  # noqa: N802
+        if hasattr(self.physics, "A_adjoint_A"):
+            return self.physics.A_adjoint_A(x)
+        return self.A_adjoint(self.A(x))
+
+
+def as_operator(obj, domain_shape: tuple[int, ...] | None = None) -> LinearOperator:
+    """Return ``obj`` as an invprob operator: invprob operators pass through, deepinv physics are wrapped."""
+    if isinstance(obj, LinearOperator):
+        return obj
+    if hasattr(obj, "A") and hasattr(obj, "A_adjoint"):
+        return DeepinvOperator(obj, domain_shape)
+    raise ValueError(
+        f"operator must be an invprob operator or a deepinv LinearPhysics (with A and A_adjoint), got {type(obj).__name__}"
+    )
