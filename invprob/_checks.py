@@ -38,7 +38,9 @@ def as_image_batch(name: str, x, image_shape: tuple[int, ...] | None = None) -> 
     elif x.ndim == 3:
         x = x[None]
     elif x.ndim != 4:
-        raise ValueError(f"{name} must have 2, 3 or 4 dimensions (H, W), (C, H, W) or (B, C, H, W); got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have 2, 3 or 4 dimensions (H, W), (C, H, W) or (B, C, H, W); got shape {tuple(x.shape)}"
+        )
     if image_shape is not None and tuple(x.shape[-len(image_shape):]) != tuple(image_shape):
         raise ValueError(f"{name} has shape {tuple(x.shape)}, expected trailing dimensions {tuple(image_shape)}")
     return x

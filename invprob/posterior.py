@@ -56,7 +56,9 @@ class Posterior:
             raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
         check_finite("y", y)
         domain = getattr(operator, "domain_shape", None)
-        if is_linear and (domain is None or len(domain) in (0, 3)) and y.ndim in (2, 3, 4):
+        image_operator = domain is not None and len(domain) == 3
+        if is_linear and (image_operator or (not domain and y.ndim in (2, 3, 4))):
+            # an image operator takes an image: (H, W), (C, H, W) or (1, C, H, W); any other rank is an error
             y = as_image_batch("y", y)
             if y.shape[0] != 1:
                 raise ValueError(f"y must hold one measurement (leading dimension 1), got shape {tuple(y.shape)}")
@@ -64,7 +66,10 @@ class Posterior:
             if not getattr(operator, "domain_shape", None):
                 operator.domain_shape = tuple(y.shape[1:])
             elif tuple(operator.domain_shape[-2:]) != tuple(y.shape[-2:]):
-                raise ValueError(f"y has spatial shape {tuple(y.shape[-2:])}, the operator expects {tuple(operator.domain_shape[-2:])}")
+                raise ValueError(
+                    f"y has spatial shape {tuple(y.shape[-2:])}, the operator expects "
+                    f"{tuple(operator.domain_shape[-2:])}"
+                )
             self.event_shape = (y.shape[1], *operator.domain_shape[-2:])
         else:
             if not hasattr(operator, "A"):

@@ -33,3 +33,12 @@ def cameraman128():
     from skimage.transform import resize
 
     return torch.tensor(resize(data.camera() / 255.0, (128, 128), anti_aliasing=True), dtype=torch.float64)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread (much faster than two on a shared, busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from invprob.linalg import conjugate_gradient, power_iteration
+from invprob.linalg import conjugate_gradient, lanczos_max_eigenvalue
 
 __all__ = ["DeepinvOperator", "LinearOperator", "as_operator"]
 
@@ -40,8 +40,8 @@ class LinearOperator:
         return x
 
     def norm_squared(self, *, dtype: torch.dtype = torch.float64, device="cpu") -> float:
-        """``||A||^2`` = largest eigenvalue of ``A^T A`` (power iteration unless a subclass knows it)."""
-        return power_iteration(self.A_adjoint_A, tuple(self.domain_shape), dtype=dtype, device=device)
+        """``||A||^2`` = largest eigenvalue of ``A^T A`` (Lanczos unless a subclass knows it)."""
+        return lanczos_max_eigenvalue(self.A_adjoint_A, tuple(self.domain_shape), dtype=dtype, device=device)
 
     @property
     def is_circulant(self) -> bool:
@@ -79,5 +79,6 @@ def as_operator(obj, domain_shape: tuple[int, ...] | None = None) -> LinearOpera
     if hasattr(obj, "A") and hasattr(obj, "A_adjoint"):
         return DeepinvOperator(obj, domain_shape)
     raise ValueError(
-        f"operator must be an invprob operator or a deepinv LinearPhysics (with A and A_adjoint), got {type(obj).__name__}"
+        "operator must be an invprob operator or a deepinv LinearPhysics (with A and A_adjoint), "
+        f"got {type(obj).__name__}"
     )

@@ -82,7 +82,8 @@ class Blur(LinearOperator):
             pad = torch.zeros(H, W, dtype=torch.float64)
             pad[:kh, :kw] = self.kernel
             pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
-            self._cache[key] = torch.fft.rfft2(pad).to(device=device, dtype=torch.complex128 if real == torch.float64 else torch.complex64)
+            cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+            self._cache[key] = torch.fft.rfft2(pad).to(device=device, dtype=cdtype)
         return self._cache[key]
 
     def _symbol_for(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,9 @@ class Blur(LinearOperator):
     def _check(self, x: torch.Tensor, name: str) -> torch.Tensor:
         x = as_image_batch(name, x)
         if tuple(x.shape[-2:]) != self.domain_shape[-2:]:
-            raise ValueError(f"{name} has spatial shape {tuple(x.shape[-2:])}, the operator expects {self.domain_shape[-2:]}")
+            raise ValueError(
+                f"{name} has spatial shape {tuple(x.shape[-2:])}, the operator expects {self.domain_shape[-2:]}"
+            )
         return x
 
     def _index_maps(self, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +162,9 @@ class Blur(LinearOperator):
             return torch.fft.irfft2(torch.fft.rfft2(x) * (K.abs() ** 2), s=tuple(x.shape[-2:]))
         return self.A_adjoint(self.A(x))
 
-    def solve_normal(self, v: torch.Tensor, c: float, *, x0=None, tol: float = 1e-10, max_iter: int = 1000) -> torch.Tensor:
+    def solve_normal(
+        self, v: torch.Tensor, c: float, *, x0=None, tol: float = 1e-10, max_iter: int = 1000
+    ) -> torch.Tensor:
         """``(A^T A + c I)^{-1} v``: exact by FFT for a circular blur, conjugate gradients otherwise."""
         if not c > 0:
             raise ValueError(f"c must be positive for the regularised normal solve, got {c}")

@@ -7,12 +7,18 @@ its centre pixel is ``(kh // 2, kw // 2)``.
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["gaussian_kernel", "load_kernel", "motion_kernel", "normalize_kernel", "uniform_kernel"]
+
+
+def _is_real(v) -> bool:
+    """A finite real scalar (Python or NumPy; not bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def normalize_kernel(kernel, name: str = "kernel") -> torch.Tensor:
@@ -57,11 +63,12 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     >>> tuple(k.shape), round(float(k.sum()), 12)
     ((11, 11), 1.0)
     """
-    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+    if not (_is_real(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    sigma = float(sigma)
     if size is None:
         size = 2 * math.ceil(3 * sigma) + 1
-    if int(size) < 1:
+    if not (_is_real(size) and int(size) >= 1):
         raise ValueError(f"size must be a positive integer, got {size!r}")
     size = int(size) | 1
     r = torch.arange(size, dtype=torch.float64) - size // 2
@@ -82,10 +89,11 @@ def motion_kernel(length: float, angle: float, *, oversample: int = 8) -> torch.
     The segment is rasterised with ``oversample`` sub-pixel samples per pixel and bilinear splatting, so
     non-integer lengths and arbitrary angles give a smooth, centred kernel.
     """
-    if not (isinstance(length, int | float) and math.isfinite(length) and length > 0):
+    if not (_is_real(length) and length > 0):
         raise ValueError(f"length must be a positive number, got {length!r}")
-    if not (isinstance(angle, int | float) and math.isfinite(angle)):
+    if not _is_real(angle):
         raise ValueError(f"angle must be a finite number of degrees, got {angle!r}")
+    length, angle = float(length), float(angle)
     half = length / 2
     size = 2 * math.ceil(half) + 1
     c = size // 2

@@ -90,7 +90,9 @@ class TV(Prior):
         n = (g.pow(2).sum(-3, keepdim=True) + self.eps**2).sqrt()
         return -self.weight * div2d(g / n)
 
-    def prox(self, x: torch.Tensor, gamma: float, *, tol: float | None = None, max_iter: int | None = None) -> torch.Tensor:
+    def prox(
+        self, x: torch.Tensor, gamma: float, *, tol: float | None = None, max_iter: int | None = None
+    ) -> torch.Tensor:
         """``argmin_z weight * TV(z) + ||z - x||^2 / (2 gamma)`` by the warm-started fast dual projected gradient."""
         gamma = self._check_gamma(gamma)
         lam = gamma * self.weight

@@ -4,6 +4,7 @@
 that touches DOLFINx imports it from here.
 """
 
+# ruff: noqa: I001
 from __future__ import annotations
 
 from mpi4py import MPI  # noqa: F401  (must precede dolfinx)

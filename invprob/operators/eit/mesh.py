@@ -107,6 +107,39 @@ class ElectrodeLayout:
         angles = first_angle + step * np.arange(n)
         return cls(tuple(angles), tuple(np.full(n, coverage * _TWO_PI / n)))
 
+    @classmethod
+    def from_endpoints(
+        cls,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        *,
+        radius: float,
+        centre: tuple[float, float] = (0.0, 0.0),
+        rtol: float = 1e-6,
+    ) -> ElectrodeLayout:
+        """Layout on a disk from electrode end points ``(L, 2)`` (counter-clockwise from start to end).
+
+        Raises
+        ------
+        ValueError
+            If a point is not on the circle of ``radius`` about ``centre`` (within ``rtol``), or the
+            electrodes overlap.
+        """
+        s = np.asarray(starts, dtype=float) - centre
+        e = np.asarray(ends, dtype=float) - centre
+        if s.ndim != 2 or s.shape[1] != 2 or e.shape != s.shape:
+            raise ValueError(f"starts/ends: expected two arrays of shape (L, 2), got {s.shape} and {e.shape}")
+        for name, p in (("starts", s), ("ends", e)):
+            r = np.linalg.norm(p, axis=1)
+            if np.any(np.abs(r - radius) > rtol * radius):
+                k = int(np.argmax(np.abs(r - radius)))
+                raise ValueError(
+                    f"{name}: electrode {k} lies off the boundary (distance {r[k]:.6g} vs radius {radius})"
+                )
+        a0 = np.arctan2(s[:, 1], s[:, 0])
+        w = np.mod(np.arctan2(e[:, 1], e[:, 0]) - a0, _TWO_PI)
+        return cls(tuple(a0 + w / 2), tuple(w))
+
     @property
     def n_electrodes(self) -> int:
         """Number of electrodes ``L``."""
@@ -267,6 +300,19 @@ class EITMesh:
         dofs = np.unique(dolfinx.fem.locate_dofs_topological(self.V, 1, facets))
         d = self.points[dofs] - self.centre
         return dofs[np.argsort(np.arctan2(d[:, 1], d[:, 0]))]
+
+    @cached_property
+    def electrode_nodes(self) -> list[np.ndarray]:
+        """P1 node indices on each electrode (list of ``L`` arrays), e.g. to draw the electrodes."""
+        out = []
+        for l in range(self.n_electrodes):
+            out.append(np.unique(dolfinx.fem.locate_dofs_topological(self.V, 1, self.electrode_facets(l))))
+        return out
+
+    @cached_property
+    def electrode_centres(self) -> np.ndarray:
+        """Mean position of each electrode's nodes, shape ``(L, 2)`` (for plots and labels)."""
+        return np.stack([self.points[n].mean(axis=0) for n in self.electrode_nodes])
 
     def electrode_facets(self, electrode: int) -> np.ndarray:
         """Facet indices of electrode ``electrode`` (0-based)."""
@@ -502,14 +548,17 @@ def ellipse_mesh(
     t = np.linspace(0, _TWO_PI, int(n_boundary), endpoint=False)
     pts = np.stack([a * np.cos(t), b * np.sin(t)], axis=1)
     return polygon_mesh(
-        pts, electrodes, h, h_electrode=h_electrode, refine_distance=refine_distance, centre=(0.0, 0.0),
+        pts,
+        electrodes,
+        h,
+        h_electrode=h_electrode,
+        refine_distance=refine_distance,
+        centre=(0.0, 0.0),
         shape="ellipse",
     )
 
 
-def mesh_pair(
-    builder: Callable[..., EITMesh], *, h_coarse: float, h_fine: float, **kwargs
-) -> tuple[EITMesh, EITMesh]:
+def mesh_pair(builder: Callable[..., EITMesh], *, h_coarse: float, h_fine: float, **kwargs) -> tuple[EITMesh, EITMesh]:
     """A coarse mesh (for inversion) and an unrelated finer one (for simulating data without inverse crime).
 
     Parameters

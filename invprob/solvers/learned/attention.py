@@ -246,6 +246,31 @@ class RWPOAttention(nn.Module):
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
         return eye + (h / (2 * T)) * (torch.diag_embed(active) - (self.beta / (2 * T)) * cov)
 
+    def joint_jacobian(self, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+        """Full Jacobian of the layer over a whole particle set: ``(..., N, d, N, d)``, entry ``[j, a, l, b]``
+        ``= d out_{j,a} / d x_{l,b}`` (queries, keys and values all moved).
+
+        ``d (P x)_j / d x_l = P_jl I + delta_jl (beta/(2T)) C_j + P_jl (x_l - m_j) w_jl^T`` with
+        ``w_jl = (beta/(2T)) (x_j - x_l) + (beta/2) grad H(x_l)``. Costs ``(N d)^2`` memory: small sets only.
+        """
+        lam, h, T = self.lambda_.to(x.dtype), self.h.to(x.dtype), self.T.to(x.dtype)
+        if p is None:
+            p = torch.softmax(self.logits(x), dim=-1)
+        n, d = x.shape[-2], x.shape[-1]
+        c = h / (2 * T)
+        grad_h = (x - soft_threshold(x, lam * T)) / T
+        m = p @ x
+        dl = x.unsqueeze(-3) - m.unsqueeze(-2)  # [j, l] -> x_l - m_j
+        w = (self.beta / (2 * T)) * (x.unsqueeze(-2) - x.unsqueeze(-3)) + (self.beta / 2) * grad_h.unsqueeze(-3)
+        eye_d = torch.eye(d, dtype=x.dtype, device=x.device)
+        eye_n = torch.eye(n, dtype=x.dtype, device=x.device)
+        dpx = torch.einsum("...jl,ab->...jalb", p, eye_d) + torch.einsum("...jl,...jla,...jlb->...jalb", p, dl, w)
+        cov_term = self.query_jacobian(x, p) - eye_d - c * torch.diag_embed((x.abs() > lam * T).to(x.dtype))
+        # query_jacobian = I + c [diag(active) - (beta/(2T)) C_j]  ->  cov_term = -c (beta/(2T)) C_j
+        diag = c * torch.diag_embed((x.abs() > lam * T).to(x.dtype)) + cov_term  # (..., N, d, d)
+        jac = -c * dpx + torch.einsum("jl,...jab->...jalb", eye_n, diag)
+        return jac + torch.einsum("jl,ab->jalb", eye_n, eye_d)
+
     def query_divergence(
         self, x: torch.Tensor, p: torch.Tensor | None = None, *, probes: torch.Tensor | None = None
     ) -> torch.Tensor:

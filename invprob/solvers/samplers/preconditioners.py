@@ -1,0 +1,341 @@
+"""Preconditioners ``M`` (symmetric positive definite) for PBRWP and preconditioned Langevin.
+
+Every preconditioner gives ``apply(v) = M v``, ``inv_apply(v) = M^{-1} v`` and, where it can,
+``sqrt_apply(v) = M^{1/2} v`` (MLA's noise), on batches ``(B, *event_shape)``. Those that are diagonal in the
+2-D Fourier basis (circular blurs) also expose ``inv_symbol``: the eigenvalues of ``M^{-1}`` on the ``rfft2``
+grid, which the exact kernel moments use.
+
+Kinds accepted by :func:`make_preconditioner`:
+
+- ``"identity"``: ``M = I`` (BRWP, ULA).
+- ``"normal"``: ``M = (A^T A / sigma_n^2 + c I)^{-1}`` for an :class:`~invprob.Posterior` with a linear operator
+  (exact FFT for a circular blur, CG otherwise).
+- ``"posterior"``: ``M^{-1} = A^T A / sigma_n^2 + P + c I`` with ``P`` the precision of a
+  :class:`~invprob.priors.GaussianPrior` (``M`` is then the exact posterior covariance up to ``c``; FFT for a
+  circular blur). For a TV prior ``P = tv_curvature * D^T D`` (periodic Laplacian), a quadratic stand-in for
+  the TV curvature, which the caller chooses (see :func:`tv_curvature_from_map`).
+- a :class:`Preconditioner` instance, a dense ``(d, d)`` tensor/array (plain potentials on ``(B, d)``), or a
+  callable ``v -> M v`` (its inverse by conjugate gradients; pass ``inv_apply=``/``sqrt_apply=`` through
+  :class:`CallablePreconditioner` when they are known).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from invprob.linalg import conjugate_gradient
+
+__all__ = [
+    "CallablePreconditioner",
+    "FourierPreconditioner",
+    "IdentityPreconditioner",
+    "MatrixPreconditioner",
+    "NormalPreconditioner",
+    "Preconditioner",
+    "make_preconditioner",
+    "tv_curvature_from_map",
+]
+
+
+class Preconditioner:
+    """Base class: ``M`` and ``M^{-1}`` on batches ``(B, *event_shape)``."""
+
+    kind = "custom"
+    inv_symbol: torch.Tensor | None = None  # eigenvalues of M^{-1} on the rfft2 grid (Fourier-diagonal ones)
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inv_apply(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sqrt_apply(self, v: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"the {self.kind!r} preconditioner has no M^(1/2); use a circular blur, a matrix, "
+                         "'identity', or a CallablePreconditioner with sqrt_apply")
+
+    def inv_apply_centered(self, e: torch.Tensor, data_grad_centered: torch.Tensor | None) -> torch.Tensor:
+        """``M^{-1} e`` for particle deviations ``e``; subclasses may reuse the centred data gradient."""
+        return self.inv_apply(e)
+
+    def norm(self) -> float:
+        """``||M||`` (largest eigenvalue), used for default steps."""
+        return 1.0
+
+    def describe(self) -> dict:
+        return {"kind": self.kind}
+
+
+class IdentityPreconditioner(Preconditioner):
+    kind = "identity"
+
+    def apply(self, v):
+        return v
+
+    def inv_apply(self, v):
+        return v
+
+    def sqrt_apply(self, v):
+        return v
+
+
+class MatrixPreconditioner(Preconditioner):
+    """A dense SPD matrix ``M`` acting on flattened events ``(B, d)`` (for plain potentials and tests)."""
+
+    kind = "matrix"
+
+    def __init__(self, matrix):
+        m = torch.as_tensor(matrix, dtype=torch.float64)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise ValueError(f"preconditioner matrix must be square (d, d), got shape {tuple(m.shape)}")
+        if not torch.allclose(m, m.T, rtol=1e-10, atol=1e-12 * float(m.abs().max())):
+            raise ValueError("preconditioner matrix must be symmetric")
+        evals, evecs = torch.linalg.eigh(m)
+        if not bool((evals > 0).all()):
+            raise ValueError("preconditioner matrix must be positive definite "
+                             f"(smallest eigenvalue {float(evals[0]):.3g})")
+        self.matrix = m
+        self.inverse = (evecs / evals) @ evecs.T
+        self.sqrt = (evecs * evals.sqrt()) @ evecs.T
+        self._norm = float(evals[-1])
+        self._cache: dict = {}
+
+    def _mat(self, name, ref):
+        key = (name, ref.dtype, ref.device)
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).to(dtype=ref.dtype, device=ref.device)
+        return self._cache[key]
+
+    def _mul(self, name, v):
+        shape = v.shape
+        return (v.reshape(shape[0], -1) @ self._mat(name, v)).reshape(shape)  # symmetric: v M = (M v^T)^T
+
+    def apply(self, v):
+        return self._mul("matrix", v)
+
+    def inv_apply(self, v):
+        return self._mul("inverse", v)
+
+    def sqrt_apply(self, v):
+        return self._mul("sqrt", v)
+
+    def norm(self):
+        return self._norm
+
+    def describe(self):
+        return {"kind": self.kind, "shape": list(self.matrix.shape), "norm": self._norm}
+
+
+class CallablePreconditioner(Preconditioner):
+    """``M`` given as a function ``v -> M v`` (batched); ``M^{-1}`` by CG unless ``inv_apply`` is given."""
+
+    kind = "callable"
+
+    def __init__(self, apply: Callable, inv_apply: Callable | None = None, sqrt_apply: Callable | None = None,
+                 *, norm: float = 1.0, cg_tol: float = 1e-8, cg_max_iter: int = 500):
+        if not callable(apply):
+            raise ValueError("preconditioner must be callable")
+        self._apply, self._inv, self._sqrt = apply, inv_apply, sqrt_apply
+        self._norm, self.cg_tol, self.cg_max_iter = float(norm), cg_tol, cg_max_iter
+
+    def apply(self, v):
+        return self._apply(v)
+
+    def inv_apply(self, v):
+        if self._inv is not None:
+            return self._inv(v)
+        x, _ = conjugate_gradient(self._apply, v, tol=self.cg_tol, max_iter=self.cg_max_iter)
+        return x
+
+    def sqrt_apply(self, v):
+        if self._sqrt is None:
+            return super().sqrt_apply(v)
+        return self._sqrt(v)
+
+    def norm(self):
+        return self._norm
+
+
+class FourierPreconditioner(Preconditioner):
+    """``M`` diagonal in the 2-D Fourier basis: ``M^{-1}`` has eigenvalues ``inv_symbol`` on the ``rfft2`` grid.
+
+    ``data_part`` (optional) is the part of ``inv_symbol`` equal to ``A^T A / sigma_n^2`` of the posterior; then
+    ``M^{-1} e`` for centred particles is assembled from the centred data gradient (no extra FFT) plus
+    ``extra_apply(e)`` for the rest (a stencil).
+    """
+
+    kind = "fourier"
+
+    def __init__(self, inv_symbol: torch.Tensor, image_shape: tuple[int, int], *, kind: str = "fourier",
+                 extra_apply: Callable | None = None, details: dict | None = None):
+        s = torch.as_tensor(inv_symbol, dtype=torch.float64)
+        if not bool((s > 0).all()):
+            raise ValueError("the preconditioner's inverse symbol must be positive")
+        self.inv_symbol = s
+        self.H, self.W = (int(image_shape[0]), int(image_shape[1]))
+        self.kind = kind
+        self._extra = extra_apply
+        self._details = details or {}
+        self._cache: dict = {}
+
+    def _sym(self, power: float, ref: torch.Tensor) -> torch.Tensor:
+        real = ref.dtype if ref.dtype in (torch.float32, torch.float64) else torch.float64
+        key = (power, real, ref.device)
+        if key not in self._cache:
+            self._cache[key] = (self.inv_symbol**power).to(dtype=real, device=ref.device)
+        return self._cache[key]
+
+    def _mul(self, v, power):
+        return torch.fft.irfft2(torch.fft.rfft2(v) * self._sym(power, v), s=(self.H, self.W))
+
+    def apply(self, v):
+        return self._mul(v, -1.0)
+
+    def inv_apply(self, v):
+        return self._mul(v, 1.0)
+
+    def sqrt_apply(self, v):
+        return self._mul(v, -0.5)
+
+    def inv_apply_centered(self, e, data_grad_centered):
+        if self._extra is None or data_grad_centered is None:
+            return self.inv_apply(e)
+        return data_grad_centered + self._extra(e)
+
+    def norm(self):
+        return float(1.0 / self.inv_symbol.min())
+
+    def describe(self):
+        return {"kind": self.kind, "fourier_diagonal": True, "norm": self.norm(),
+                "inv_symbol_min": float(self.inv_symbol.min()), "inv_symbol_max": float(self.inv_symbol.max()),
+                **self._details}
+
+
+class NormalPreconditioner(Preconditioner):
+    """``M = (A^T A / sigma_n^2 + c I)^{-1}`` for a non-circulant linear operator (``M v`` by CG)."""
+
+    kind = "normal"
+
+    def __init__(self, posterior, c: float):
+        self.posterior, self.c = posterior, float(c)
+
+    def apply(self, v):
+        return self.posterior.normal_solve(v, self.c)
+
+    def inv_apply(self, v):
+        return self.posterior.normal_apply(v, self.c)
+
+    def inv_apply_centered(self, e, data_grad_centered):
+        if data_grad_centered is None:
+            return self.inv_apply(e)
+        return data_grad_centered + self.c * e
+
+    def norm(self):
+        return 1.0 / self.c
+
+    def describe(self):
+        return {"kind": self.kind, "c": self.c, "fourier_diagonal": False}
+
+
+def _laplacian_apply(x: torch.Tensor) -> torch.Tensor:
+    return 4 * x - x.roll(1, -2) - x.roll(-1, -2) - x.roll(1, -1) - x.roll(-1, -1)
+
+
+def _laplacian_symbol(H: int, W: int) -> torch.Tensor:
+    ky = torch.arange(H, dtype=torch.float64)
+    kx = torch.arange(W // 2 + 1, dtype=torch.float64)
+    return (2 - 2 * torch.cos(2 * math.pi * ky / H))[:, None] + (2 - 2 * torch.cos(2 * math.pi * kx / W))[None, :]
+
+
+def tv_curvature_from_map(weight: float, x_map: torch.Tensor, *, floor: float | None = None) -> float:
+    """A quadratic stand-in ``kappa`` for TV's curvature: ``kappa D^T D`` with ``kappa = weight / g``.
+
+    ``g`` is the root-mean-square gradient magnitude of the MAP, floored at ``floor`` when given. Smoothed TV
+    has Hessian
+    ``weight * D^T diag(1/|grad x|) D`` (minus a rank-one part per pixel); replacing ``1/|grad x|`` by one
+    number gives a circulant ``M^{-1}`` that the FFT inverts.
+
+    Notes
+    -----
+    This is a heuristic; the samplers' benchmark measures which value calibrates. The MAP of a TV posterior is
+    piecewise constant, so its gradient magnitudes are mostly tiny: the RMS over pixels is used.
+    """
+    g = x_map.double()
+    dy = g[..., 1:, :] - g[..., :-1, :]
+    dx = g[..., :, 1:] - g[..., :, :-1]
+    rms = float(torch.cat([dy.flatten(), dx.flatten()]).pow(2).mean().sqrt())
+    if floor is not None:
+        rms = max(rms, floor)
+    return float(weight) / max(rms, 1e-12)
+
+
+def make_preconditioner(spec, target, *, c: float = 1.0, tv_curvature: float | None = None) -> Preconditioner:
+    """Build the preconditioner named by ``spec`` for ``target`` (a Posterior or a plain potential).
+
+    Raises ``ValueError`` naming the problem when ``spec`` does not fit the target.
+    """
+    from invprob.posterior import Posterior
+
+    if isinstance(spec, Preconditioner):
+        return spec
+    if isinstance(spec, str) and spec == "auto":
+        # the exact posterior covariance where the prior's quadratic part is known and the blur circular
+        # (calibrates the kernel mixture in every frequency band); the A*A preconditioner otherwise
+        quad = isinstance(target, Posterior) and bool(getattr(target, "has_closed_form", False))
+        circ = isinstance(target, Posterior) and getattr(target.operator, "is_circulant", False)
+        if quad:
+            spec = "posterior"
+        elif isinstance(target, Posterior) and target.is_linear:
+            spec = "posterior" if (tv_curvature is not None and circ) else "normal"
+        else:
+            spec = "identity"
+
+    if spec is None or (isinstance(spec, str) and spec == "identity"):
+        return IdentityPreconditioner()
+    if isinstance(spec, str):
+        if spec not in ("normal", "posterior"):
+            raise ValueError("preconditioner must be 'auto', 'normal', 'posterior', 'identity', a matrix or a "
+                             f"callable, got {spec!r}")
+        if not isinstance(target, Posterior) or not target.is_linear:
+            raise ValueError(f"preconditioner={spec!r} needs an invprob.Posterior with a linear operator; "
+                             "for a plain potential pass a matrix or a callable")
+        if not c > 0:
+            raise ValueError(f"c must be positive, got {c!r}")
+        op = target.operator
+        sigma2 = target.noise_std**2
+        if spec == "normal":
+            if getattr(op, "is_circulant", False) and hasattr(op, "fourier_symbol"):
+                H, W = target.event_shape[-2:]
+                sym = op.fourier_symbol(torch.float64, "cpu").abs() ** 2 / sigma2 + c
+                return FourierPreconditioner(sym, (H, W), kind="normal", extra_apply=lambda e: c * e,
+                                             details={"c": float(c)})
+            return NormalPreconditioner(target, c)
+        # "posterior": the prior's quadratic part (exact for GaussianPrior, a stand-in for TV)
+        if not (getattr(op, "is_circulant", False) and hasattr(op, "fourier_symbol")):
+            raise ValueError("preconditioner='posterior' needs a circular blur (FFT-diagonal posterior precision)")
+        H, W = target.event_shape[-2:]
+        prior = target.prior
+        data_sym = op.fourier_symbol(torch.float64, "cpu").abs() ** 2 / sigma2
+        if hasattr(prior, "precision_symbol") and getattr(prior, "is_quadratic", False):
+            psym = prior.precision_symbol(H, W, dtype=torch.float64)
+            sym = data_sym + psym + c
+            return FourierPreconditioner(sym, (H, W), kind="posterior",
+                                         extra_apply=lambda e: prior.precision_apply(e) + c * e,
+                                         details={"c": float(c), "prior_part": "exact GaussianPrior precision"})
+        if tv_curvature is None:
+            raise ValueError("preconditioner='posterior' for a non-quadratic prior needs tv_curvature (a number: "
+                             "M^-1 = A^T A / sigma^2 + tv_curvature * D^T D + c I)")
+        k = float(tv_curvature)
+        sym = data_sym + k * _laplacian_symbol(H, W) + c
+        return FourierPreconditioner(sym, (H, W), kind="posterior",
+                                     extra_apply=lambda e: k * _laplacian_apply(e) + c * e,
+                                     details={"c": float(c), "prior_part": f"tv_curvature * D^T D, {k:.4g}"})
+    if callable(spec):
+        return CallablePreconditioner(spec)
+    try:
+        return MatrixPreconditioner(spec)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError("preconditioner must be 'auto', 'normal', 'posterior', 'identity', a matrix or a callable; "
+                         f"got {type(spec).__name__}") from err

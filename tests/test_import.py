@@ -1,0 +1,29 @@
+"""``import invprob`` stays light: no DOLFINx, matplotlib or CLI at import time."""
+
+import subprocess
+import sys
+
+CODE = """
+import sys
+import invprob, invprob.operators, invprob.priors, invprob.solvers
+heavy = [m for m in ("dolfinx", "matplotlib", "invprob.apps.cli", "invprob.operators.eit", "gmsh", "ufl")
+         if m in sys.modules]
+print(",".join(heavy))
+print(invprob.__version__)
+"""
+
+
+def test_import_is_light():
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120, check=True)
+    heavy, version = out.stdout.split("\n")[:2]
+    assert heavy == "", f"heavy modules imported by `import invprob`: {heavy}"
+    assert version
+
+
+def test_public_names():
+    import invprob
+    from invprob.operators import Blur, gaussian_kernel, load_kernel, motion_kernel, uniform_kernel  # noqa: F401
+    from invprob.priors import L1, TV, GaussianPrior  # noqa: F401
+    from invprob.solvers import map_estimate  # noqa: F401
+
+    assert {"Posterior", "PosteriorResult", "MAPResult"} <= set(invprob.__all__)
