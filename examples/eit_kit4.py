@@ -1,9 +1,10 @@
 """KIT4 real tank data: every ``datamat_*`` reconstructed absolute and as a difference against ``datamat_1_0``.
 
-Reads the 21 KIT4 files (Hauptmann et al. 2017, see /work/shared/data/kit4/README.md), fits the background
-conductivity and contact impedance once on the empty tank ``datamat_1_0`` (its relative residual is the model
-error; the noise std comes from reciprocal measurement pairs), then for every case computes the Gauss-Newton MAP
-and the Laplace posterior (mean and per-cell std) in log-conductivity, absolute and linearised difference imaging.
+Reads the 21 KIT4 files (Hauptmann et al. 2017; see shared/data/kit4/README.md beside the repository), fits
+the background conductivity and contact impedance once on the empty tank ``datamat_1_0`` (its relative residual
+is the model error; the noise std comes from reciprocal measurement pairs), then for every case computes the
+Gauss-Newton MAP and the Laplace posterior (mean and per-cell std) in log-conductivity, absolute and linearised
+difference imaging.
 Cases whose background changed (``datamat_8_2``) are detected and marked in the figure.
 
 Writes ``eit_kit4_absolute.png``, ``eit_kit4_difference.png`` (MAP | mean | std per case, one panel
@@ -20,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/kit4")
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DATA), help="folder with datamat_*.mat")
+    ap.add_argument("--data", default=None, help="folder with datamat_*.mat (default: kit4_data_dir())")
     ap.add_argument("--out", default="kit4_output", help="output folder (created)")
     ap.add_argument("--h", type=float, default=0.09, help="mesh size relative to the radius 14 cm")
     ap.add_argument("--method", default="gn", choices=("gn", "pbrwp"), help="gn: MAP + Laplace; pbrwp: + 40 particles")
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     from invprob.apps.eit_recon import ReconConfig, estimate_noise_reciprocity, reconstruct
     from invprob.results import atomic_write_json
 
-    data_dir = Path(args.data)
+    data_dir = Path(args.data) if args.data else eit.kit4_data_dir()
     files = sorted(data_dir.glob("datamat_*.mat"))
     if not files:
         raise SystemExit(f"no datamat_*.mat in {data_dir}")

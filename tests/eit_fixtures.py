@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import pytest
 
-KIT4_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kit4"
-if not KIT4_DIR.exists():  # the shared data live beside the repository checkout
-    KIT4_DIR = Path("/work/shared/data/kit4")
-
 eit = pytest.importorskip("invprob.operators.eit", reason="needs DOLFINx")
+KIT4_DIR = eit.kit4_data_dir()
 
 
 @cache

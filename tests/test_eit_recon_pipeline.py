@@ -199,9 +199,9 @@ def test_cli_bad_inputs_write_nothing(tmp_path, capsys):
 
 
 def test_cli_kit4_difference(tmp_path):
-    from pathlib import Path
+    from invprob.operators.eit import kit4_data_dir
 
-    d = Path("/work/shared/data/kit4")
+    d = kit4_data_dir()
     if not (d / "datamat_1_1.mat").exists():
         pytest.skip("KIT4 data not available")
     out = tmp_path / "kit4"

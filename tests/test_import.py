@@ -23,7 +23,22 @@ def test_import_is_light():
 def test_public_names():
     import invprob
     from invprob.operators import Blur, gaussian_kernel, load_kernel, motion_kernel, uniform_kernel  # noqa: F401
-    from invprob.priors import L1, TV, GaussianPrior  # noqa: F401
-    from invprob.solvers import map_estimate  # noqa: F401
+    from invprob.priors import L1, TV, GaussianPrior, MeshGaussian, MeshGraph, MeshL1, MeshTV  # noqa: F401
+    from invprob.solvers import (  # noqa: F401
+        BRWP,
+        MLA,
+        MYULA,
+        PBRWP,
+        ULA,
+        EITPosterior,
+        gauss_newton,
+        laplace_covariance,
+        lbfgs_map,
+        map_estimate,
+    )
 
     assert {"Posterior", "PosteriorResult", "MAPResult"} <= set(invprob.__all__)
+    import invprob.solvers
+
+    for name in ("PBRWP", "BRWP", "ULA", "MYULA", "MLA"):
+        assert callable(getattr(invprob.solvers, name).run), name

@@ -308,6 +308,11 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         if k in m:
             base = {"input": "blurred input", "map": "MAP", "mean": "posterior mean"}[k]
             titles[k] = f"{base}\n{m[k]['psnr_db']:.2f} dB, SSIM {m[k]['ssim']:.3f}"
+    unc = info.get("uncertainty") or {}
+    if unc.get("estimator"):
+        status = unc.get("calibration_status", "unmeasured")
+        titles["std"] = f"posterior std ({unc['estimator']})\n" + (
+            "calibration measured" if status.startswith("measured") else "UNCALIBRATED (not measured)")
     report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
                   value_range=meta.png_range(), titles=titles, suptitle=sup)
     files["report.png"] = "figure: input, MAP, mean, std (colourbar), and truth/errors with --truth"

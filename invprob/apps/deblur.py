@@ -63,6 +63,7 @@ __all__ = [
     "deblur",
     "estimate_noise_std",
     "make_prior",
+    "calibration_status",
     "make_sampler",
     "parse_psf",
     "resolve_device",
@@ -70,19 +71,26 @@ __all__ = [
     "validate_config",
 ]
 
-#: Method used by ``invprob deblur`` and ``invprob demo`` when ``--method`` is not given (the lead's decision).
-DEFAULT_METHOD = "map"
+#: Method used by ``invprob deblur`` and ``invprob demo`` when ``--method`` is not given: PBRWP with its calibrated
+#: kernel output (std calibration and wall time measured in ``benchmarks/deblur_cli.py``).
+DEFAULT_METHOD = "pbrwp"
 DEFAULT_PRIOR = "tv"
+#: Smoothing of TV in the posterior that the samplers see (``sqrt(|grad x|^2 + eps^2)``; the MAP uses the exact
+#: TV prox). With images in [0, 1] this is a Huber-like TV whose gradient is 10x less stiff than the class
+#: default 1e-3, so chains mix in the iteration budget; the std calibration in benchmarks/RESULTS.md (sections
+#: deblur_samplers and deblur_cli) is measured on this posterior.
+TV_SAMPLING_EPS = 0.01
 METHODS = ("map", "pbrwp", "brwp", "myula", "mla", "ula")
 PRIORS = ("tv", "l1", "gaussian")
 #: ``free``: no assumption outside the frame (default); the others are :class:`invprob.operators.Blur` boundaries.
 BOUNDARIES = ("free", "circular", "reflect", "replicate", "zero")
 #: Sampler defaults (particles, iterations) per method, sized so that a 256x256 grey image takes about 30 s of
-#: sampling on a loaded 2-core CPU (one torch thread; measured per particle-iteration at 256x256: PBRWP 33 ms
-#: plus about 3.5 s per particle for its kernel-Langevin std, MLA 18 ms, MYULA 13 ms).
+#: sampling on an idle 2-core CPU (one torch thread; PBRWP's cost is mostly its kernel-Langevin chains, about
+#: 2.3 s per particle at 256x256: 12 particles took 28 s of sampling, 34 s for the whole default run). Colour
+#: images get ``particles // channels`` (at least 4) PBRWP particles unless ``--particles`` is given.
 SAMPLER_DEFAULTS = {
-    "pbrwp": (8, 100),
-    "brwp": (8, 100),
+    "pbrwp": (12, 100),
+    "brwp": (12, 100),
     "myula": (4, 500),
     "mla": (4, 400),
     "ula": (4, 500),
@@ -232,17 +240,32 @@ def estimate_noise_std(image: np.ndarray) -> float:
     return float(np.mean([np.median(np.abs(c)) / 0.6744897501960817 for c in hh]))
 
 
-def make_prior(name: str, weight: float):
-    """The prior object for ``name`` in :data:`PRIORS` (L1 acts on 3-level Haar wavelet coefficients)."""
+def make_prior(name: str, weight: float, *, eps: float | None = None):
+    """The prior object for ``name`` in :data:`PRIORS` (L1 acts on 3-level Haar wavelet coefficients; ``eps`` is
+    TV's smoothing, the class default unless given)."""
     from invprob.priors import L1, TV, GaussianPrior
 
     if name == "tv":
-        return TV(weight)
+        return TV(weight) if eps is None else TV(weight, eps=eps)
     if name == "l1":
         return L1(weight, basis="haar", levels=3)
     if name == "gaussian":
         return GaussianPrior(weight, kind="smoothness")
     raise CLIError(f"unknown prior {name!r}: use one of {', '.join(PRIORS)}")
+
+
+def calibration_status(method: str, prior: str) -> str:
+    """Where the calibration of this method's std map on this prior was measured, or ``"unmeasured"``.
+
+    Only what a benchmark or test measured against an exact posterior or a long reference chain is claimed.
+    """
+    if prior == "tv" and method in ("pbrwp", "mla"):
+        return ("measured: free-boundary TV posterior vs reference chains, benchmarks/RESULTS.md section deblur_cli "
+                "(circular blur: section deblur_samplers)")
+    if prior == "gaussian" and method == "pbrwp":
+        return ("measured: Gaussian prior vs the exact posterior (circular blur), benchmarks/RESULTS.md section "
+                "deblur_samplers; free boundary unmeasured")
+    return "unmeasured"
 
 
 def make_sampler(method: str, **options):
@@ -381,15 +404,46 @@ class FreeBoundaryBlur(LinearOperator):
     def crop(self, x: torch.Tensor) -> torch.Tensor:
         return x[..., self.ph : self.ph + self.H, self.pw : self.pw + self.W]
 
-    def preconditioner(self, sigma: float, c: float = 1.0):
-        """``M = (K^T K / sigma^2 + c I)^{-1}`` of the unmasked blur, diagonal in Fourier: an SPD stand-in for the
-        normal-equation preconditioner ``(A^T A / sigma^2 + c I)^{-1}`` (which the mask makes non-circulant)."""
+    def preconditioner(self, sigma: float, c: float = 1.0, prior_symbol: torch.Tensor | None = None,
+                       prior_desc: str | None = None):
+        """``M = (K^T K / sigma^2 + P + c I)^{-1}`` on the extended grid, diagonal in Fourier.
+
+        ``K^T K`` is the *unmasked* blur (an SPD stand-in for ``A^T A``, which the mask makes non-circulant) and
+        ``P`` (``prior_symbol``, on the ``rfft2`` grid) the prior's curvature: exact for a Gaussian prior,
+        ``kappa D^T D`` for TV (:func:`invprob.solvers.samplers.tv_curvature_from_map`). Without ``P`` this is
+        the normal-equation preconditioner, which leaves PBRWP's kernel output miscalibrated in the bands where
+        the prior dominates (measured in ``benchmarks/deblur_cli.py``).
+        """
         from invprob.solvers.samplers import FourierPreconditioner
 
         H, W = self.domain_shape[-2:]
         sym = self.inner.fourier_symbol(torch.float64, "cpu").abs() ** 2 / sigma**2 + c
-        return FourierPreconditioner(sym, (H, W), kind="normal-unmasked",
-                                     details={"c": float(c), "note": "K^T K of the unmasked blur (free boundary)"})
+        details = {"c": float(c), "note": "K^T K of the unmasked blur (free boundary)"}
+        kind = "normal-unmasked"
+        if prior_symbol is not None:
+            sym = sym + prior_symbol.to(sym)
+            kind = "posterior-unmasked"
+            details["prior_part"] = prior_desc or "given"
+        return FourierPreconditioner(sym, (H, W), kind=kind, details=details)
+
+
+def _free_preconditioner(op: FreeBoundaryBlur, prior, sigma: float, x_map: torch.Tensor):
+    """The posterior-like Fourier preconditioner of the free-boundary model for ``prior`` (see
+    :meth:`FreeBoundaryBlur.preconditioner`): exact prior precision for a Gaussian prior, ``kappa D^T D`` with
+    ``kappa = weight / (4 rms|grad x_MAP|)`` for TV (the samplers' calibrated TV default), none for L1 (whose
+    PBRWP std is then reported as uncalibrated)."""
+    from invprob.priors import TV, GaussianPrior
+    from invprob.priors.gaussian import laplacian_symbol
+    from invprob.solvers.samplers import PBRWPConfig, tv_curvature_from_map
+
+    H, W = op.domain_shape[-2:]
+    if isinstance(prior, GaussianPrior):
+        return op.preconditioner(sigma, prior_symbol=prior.precision_symbol(H, W), prior_desc="exact GaussianPrior")
+    if isinstance(prior, TV):
+        kappa = PBRWPConfig().tv_curvature_scale * tv_curvature_from_map(prior.weight, x_map)
+        return op.preconditioner(sigma, prior_symbol=kappa * laplacian_symbol(H, W),
+                                 prior_desc=f"tv_curvature * D^T D, {kappa:.4g}")
+    return op.preconditioner(sigma)
 
 
 class _ValidBlur:
@@ -692,20 +746,30 @@ def deblur(
     if interrupted is None and config.method != "map":
         t = time.perf_counter()
         n_part, n_iter = SAMPLER_DEFAULTS[config.method]
+        if config.method in ("pbrwp", "brwp") and data.shape[0] > 1:
+            # the kernel chains cost in proportion to the channels: keep a colour image's time that of a grey one
+            n_part = max(4, n_part // data.shape[0])
         n_part = config.particles or n_part
         n_iter = config.iters or n_iter
         options = {}
+        target = posterior
+        if config.prior == "tv":
+            target = Posterior(op, y_model, sigma, make_prior("tv", weight, eps=TV_SAMPLING_EPS))
         if free and config.method in ("pbrwp", "mla"):
-            options["preconditioner"] = op.preconditioner(sigma)
+            options["preconditioner"] = _free_preconditioner(op, target.prior, sigma, map_t)
         sampler = make_sampler(config.method, **options)
         moments = _Moments(burn_in=n_iter // 2)
         try:
-            pres = sampler.run(posterior, n_particles=n_part, n_iter=n_iter, rng=int(config.seed), init=map_t,
+            pres = sampler.run(target, n_particles=n_part, n_iter=n_iter, rng=int(config.seed), init=map_t,
                                progress=progress, callback=moments, device=device, dtype=dtype)
             mean_t, std_t = pres.mean, pres.std
             sinfo = _sampler_info(pres.info)
             info["sampler"] = sinfo
-            info["uncertainty"] = pres.info.get("uncertainty")
+            info["uncertainty"] = {**(pres.info.get("uncertainty") or {}),
+                                   "calibration_status": calibration_status(config.method, config.prior)}
+            if not info["uncertainty"]["calibration_status"].startswith("measured"):
+                log(f"warning: the std map of --method {config.method} with --prior {config.prior} has not been "
+                    "calibrated against a reference posterior; treat it as indicative")
         except KeyboardInterrupt:
             part = moments.partial()
             done = 0 if moments.last is None else "some"
@@ -718,6 +782,8 @@ def deblur(
             info["uncertainty"] = {"estimator": "partial", "note": interrupted}
         timings["sampler_s"] = time.perf_counter() - t
         info["sampler"]["particles"], info["sampler"]["iters"] = n_part, n_iter
+        if config.prior == "tv":
+            info["sampler"]["tv_eps"] = TV_SAMPLING_EPS
     elif config.method == "map":
         info["uncertainty"] = None
 

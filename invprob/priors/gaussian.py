@@ -8,10 +8,10 @@ import torch
 
 from invprob.priors.base import Prior
 
-__all__ = ["GaussianPrior"]
+__all__ = ["GaussianPrior", "laplacian_symbol"]
 
 
-def _laplacian_symbol(H: int, W: int, dtype, device) -> torch.Tensor:
+def laplacian_symbol(H: int, W: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """Eigenvalues of ``D^T D`` (circular forward differences) on the ``rfft2`` grid ``(H, W // 2 + 1)``."""
     ky = torch.arange(H, dtype=torch.float64, device=device)
     kx = torch.arange(W // 2 + 1, dtype=torch.float64, device=device)
@@ -53,7 +53,7 @@ class GaussianPrior(Prior):
         """Eigenvalues of the precision ``weight * L^T L`` on the ``rfft2`` grid."""
         if self.kind == "identity":
             return torch.full((H, W // 2 + 1), self.weight, dtype=dtype, device=device)
-        return self.weight * _laplacian_symbol(H, W, dtype, device)
+        return self.weight * laplacian_symbol(H, W, dtype, device)
 
     def _centered(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.mean if not (isinstance(self.mean, float) and self.mean == 0.0) else x

@@ -6,7 +6,8 @@ Importing this subpackage loads DOLFINx (``import invprob`` does not). Main entr
   :class:`ElectrodeLayout`, :class:`EITMesh` (centroids, areas, cell adjacency, triangles for plotting);
 - patterns: :class:`Protocol`, :func:`make_protocol`, :func:`pyeit_protocol` and the pattern builders;
 - the operator :class:`EIT` (``A``, ``A_vjp``, ``jacobian``) and :class:`GridEIT` (pixel parametrisation);
-- data: :func:`load_kit4`, :func:`load_ktc2023`, :func:`load_npz`, :func:`load_csv`, :class:`EITData`;
+- data: :func:`load_kit4` (files in :func:`kit4_data_dir`), :func:`load_ktc2023`, :func:`load_npz`,
+  :func:`load_csv`, :class:`EITData`;
 - output: :func:`write_cell_fields` (XDMF for ParaView);
 - calibration: :func:`fit_homogeneous` (background conductivity and contact impedances);
 - reference: :func:`disk_cem_potentials` (Fourier-series CEM solution on a homogeneous disk).
@@ -18,7 +19,7 @@ from .cem import CEMSystem
 from .forward import EIT
 from .grid import GridEIT, PixelGrid
 from .io import write_cell_fields
-from .loaders import EITData, kit4_layout, load_csv, load_kit4, load_ktc2023, load_npz, save_npz
+from .loaders import EITData, kit4_data_dir, kit4_layout, load_csv, load_kit4, load_ktc2023, load_npz, save_npz
 from .mesh import (
     EITMesh,
     ElectrodeLayout,
@@ -67,6 +68,7 @@ __all__ = [
     "ground_measurements",
     "kit4_layout",
     "load_csv",
+    "kit4_data_dir",
     "load_kit4",
     "load_ktc2023",
     "load_npz",

@@ -17,7 +17,7 @@ import numpy as np
 from .mesh import ElectrodeLayout
 from .patterns import Protocol
 
-__all__ = ["EITData", "load_kit4", "kit4_layout", "load_ktc2023", "load_npz", "save_npz", "load_csv"]
+__all__ = ["EITData", "kit4_data_dir", "load_kit4", "kit4_layout", "load_ktc2023", "load_npz", "save_npz", "load_csv"]
 
 KIT4_RADIUS = 14.0
 KIT4_COVERAGE = 0.4547
@@ -130,6 +130,18 @@ def load_kit4(path, *, n_electrodes: int | None = 16, current_scale: float = 1 /
         None,
         {"source": str(path), "format": "kit4", "current_scale": current_scale},
     )
+
+
+def kit4_data_dir() -> Path:
+    """Where the KIT4 ``datamat_*.mat`` files are: ``$INVPROB_KIT4_DIR`` if set, else ``shared/data/kit4`` beside
+    the repository checkout (the project's layout), else ``/work/shared/data/kit4``. The path may not exist."""
+    import os
+
+    env = os.environ.get("INVPROB_KIT4_DIR")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[4] / "shared" / "data" / "kit4"
+    return beside if beside.exists() else Path("/work/shared/data/kit4")
 
 
 def kit4_layout(n_electrodes: int = 16) -> tuple[float, ElectrodeLayout]:

@@ -21,12 +21,12 @@ Kinds accepted by :func:`make_preconditioner`:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from invprob.linalg import conjugate_gradient
+from invprob.priors.gaussian import laplacian_symbol
 
 __all__ = [
     "CallablePreconditioner",
@@ -243,12 +243,6 @@ def _laplacian_apply(x: torch.Tensor) -> torch.Tensor:
     return 4 * x - x.roll(1, -2) - x.roll(-1, -2) - x.roll(1, -1) - x.roll(-1, -1)
 
 
-def _laplacian_symbol(H: int, W: int) -> torch.Tensor:
-    ky = torch.arange(H, dtype=torch.float64)
-    kx = torch.arange(W // 2 + 1, dtype=torch.float64)
-    return (2 - 2 * torch.cos(2 * math.pi * ky / H))[:, None] + (2 - 2 * torch.cos(2 * math.pi * kx / W))[None, :]
-
-
 def tv_curvature_from_map(weight: float, x_map: torch.Tensor, *, floor: float | None = None) -> float:
     """A quadratic stand-in ``kappa`` for TV's curvature: ``kappa D^T D`` with ``kappa = weight / g``.
 
@@ -328,7 +322,7 @@ def make_preconditioner(spec, target, *, c: float = 1.0, tv_curvature: float | N
             raise ValueError("preconditioner='posterior' for a non-quadratic prior needs tv_curvature (a number: "
                              "M^-1 = A^T A / sigma^2 + tv_curvature * D^T D + c I)")
         k = float(tv_curvature)
-        sym = data_sym + k * _laplacian_symbol(H, W) + c
+        sym = data_sym + k * laplacian_symbol(H, W) + c
         return FourierPreconditioner(sym, (H, W), kind="posterior",
                                      extra_apply=lambda e: k * _laplacian_apply(e) + c * e,
                                      details={"c": float(c), "prior_part": f"tv_curvature * D^T D, {k:.4g}"})
