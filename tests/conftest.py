@@ -35,10 +35,20 @@ def cameraman128():
     return torch.tensor(resize(data.camera() / 255.0, (128, 128), anti_aliasing=True), dtype=torch.float64)
 
 
-@pytest.fixture
-def single_thread():
-    """Run a test with one intra-op thread (much faster than two on a shared, busy 2-core machine)."""
+def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread (much faster than two on a shared, busy 2-core machine)."""
+    yield from _one_thread()
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """One intra-op thread for a whole test module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    yield from _one_thread()

@@ -4,9 +4,10 @@ The CLI's default model is the free-boundary blur (:class:`invprob.apps.deblur.F
 ``A^T A`` is not circulant; its PBRWP preconditioner is the posterior-like Fourier stand-in
 ``(K^T K / sigma^2 + kappa D^T D + c)^{-1}`` of the unmasked blur. Cameraman frame 48x48, Gaussian PSF 1.5,
 noise 0.01, TV weight 7.5 with the CLI's sampling eps. Measured when written (reference: 16 MLA chains x
-3000): the default output (12 particles x 100 iterations) std ratio 1.03, band ratios 0.99/1.04/1.07, smoothed
-correlation 0.76; with the normal-equation preconditioner used before, 1.40 and 0.78/0.27/2.21 (the
-prior-dominated mid band nearly empty, the high band doubled).
+3000): the default output (12 particles x 100 iterations, kernel chains with control variates) std ratio 1.02,
+smoothed correlation 0.96, band ratios of the raw kernel-chain states 0.89/0.87/0.94; with the normal-equation
+preconditioner used before, std ratio 1.22 and bands 0.59/0.14/1.55 (the prior-dominated mid band nearly
+empty).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def test_cli_default_pbrwp_std_is_calibrated_on_the_free_boundary(free_tv_proble
     rep = _report(op, res, ref)
     assert 0.8 <= rep["std_ratio_median"] <= 1.25, rep
     assert all(0.7 <= b <= 1.4 for b in rep["band_ratios"]), rep
-    assert rep["corr_smoothed"] >= 0.6, rep
+    assert rep["corr_smoothed"] >= 0.8, rep
 
 
 @pytest.mark.slow
@@ -75,4 +76,4 @@ def test_normal_equation_preconditioner_empties_the_prior_band(free_tv_problem):
     res = PBRWP(preconditioner=op.preconditioner(0.01)).run(post, n_particles=n, n_iter=k, rng=0, init=x_map,
                                                             progress=False, keep_samples=400)
     bands = _report(op, res, ref)["band_ratios"]
-    assert bands[1] < 0.4 and bands[2] > 1.6, bands
+    assert bands[1] < 0.4 and bands[2] > 1.3, bands

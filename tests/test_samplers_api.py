@@ -12,14 +12,7 @@ from invprob.operators import Blur, gaussian_kernel
 from invprob.priors import TV, GaussianPrior
 from invprob.solvers.samplers import BRWP, MLA, MYULA, PBRWP, ULA, GaussianPotential, Welford
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the CI box is shared: one intra-op thread is much faster than two under contention
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # one intra-op thread (shared CI box)
 
 
 def _tv_posterior(n=16, dtype=torch.float64):

@@ -16,13 +16,7 @@ import torch
 
 from invprob.solvers.samplers import PBRWP, GaussianPotential
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # one intra-op thread (shared CI box)
 
 
 def gaussian(d: int, cond: float = 50.0) -> GaussianPotential:

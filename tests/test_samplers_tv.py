@@ -3,8 +3,9 @@
 Cameraman 48^2, Gaussian blur 1.5, noise 0.01, TV(7.5, eps = 0.01) (the eps-smoothed TV is the target of every
 sampler here). Reference: 16 MLA chains x 3000 iterations (preconditioner "posterior", step 0.25 / L).
 Measured when written: a second, independent reference agrees to std ratio 1.00, smoothed-std correlation
-0.97, mean PSNR 39.3 dB; the default PBRWP output: std ratio 1.09, correlation 0.86, band ratios
-1.03/1.06/1.14, mean PSNR 35.3 dB against the reference mean (the MAP: 31.7 dB).
+0.97, mean PSNR 39.3 dB; the default PBRWP output (kernel chains with control variates): std ratio 1.04,
+correlation 0.97, band ratios 1.04/0.97/1.02, mean PSNR 37.8 dB against the reference mean (the MAP: 32.0 dB).
+Before the control variates: std ratio 1.09, correlation 0.86, mean 35.3 dB.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from invprob.solvers.map import map_estimate
 from invprob.solvers.samplers import MLA, PBRWP, tv_curvature_from_map
 from invprob.solvers.samplers.uncertainty import calibration_report, psnr
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # one intra-op thread (shared CI box)
 
 
 @pytest.mark.slow
@@ -46,10 +41,10 @@ def test_default_output_is_calibrated_on_tv_deblur():
     assert res.info["uncertainty"]["estimator"] == "kernel-langevin"
     assert res.info["preconditioner"]["kind"] == "posterior"
     rep = calibration_report(res, std_ref=ref.std, mean_ref=ref.mean, reference_samples=ref.samples)
-    assert 0.7 <= rep["std_ratio_median"] <= 1.4, rep
-    assert rep["corr_smoothed"] >= 0.7, rep
+    assert 0.8 <= rep["std_ratio_median"] <= 1.25, rep
+    assert rep["corr_smoothed"] >= 0.85, rep
     assert all(0.7 <= b <= 1.4 for b in rep["band_ratios"]), rep
     # the mean moves off the MAP towards the posterior mean (36 dB at 128^2 is a benchmark figure)
-    assert rep["psnr_mean_vs_ref"] > psnr(x_map, ref.mean) + 2.0, rep
+    assert rep["psnr_mean_vs_ref"] > psnr(x_map, ref.mean) + 4.0, rep
     # the faithful particles collapse here too
     assert float((res.info["particle_std"] / ref.std).median()) < 0.2

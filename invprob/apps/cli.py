@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from invprob.apps.errors import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
+from invprob.apps.io import normal_permissions, publish_directory
 
 __all__ = ["build_parser", "main"]
 
@@ -225,35 +226,6 @@ def _check_out_dir(out: Path, force: bool) -> None:
         raise CLIError(f"cannot write into {probe}: permission denied")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _normal_permissions(path: Path) -> None:
-    """Give a finished output the usual permissions (temporary files are created private, 0600/0700)."""
-    mask = _umask()
-    if path.is_dir():
-        for p in path.iterdir():
-            p.chmod(0o666 & ~mask)
-        path.chmod(0o777 & ~mask)
-    else:
-        path.chmod(0o666 & ~mask)
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished temporary folder into place, replacing ``out`` (already checked) if it exists."""
-    _normal_permissions(tmp)
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, trash / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: dict, argv) -> dict:
     import numpy as np
 
@@ -372,7 +344,7 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
     try:
         extra = {**extra, "kernel": checked["kernel"].numpy()}
         summary = _write_deblur_outputs(tmp, result, data, meta, truth, formats, extra, argv)
-        _publish(tmp, out)
+        publish_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -479,7 +451,7 @@ def cmd_blur(args, argv) -> int:
     y = y + noise * rng.standard_normal(y.shape)
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_image(out, y, meta)
-    _normal_permissions(out)
+    normal_permissions(out)
     if not args.quiet:
         note = " (rounded and clipped to the PNG's range)" if fmt == "png" else ""
         print(f"wrote {out}: {desc['spec']} blur, noise std {noise:g}, seed {args.seed}{note}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from invprob.apps.errors import CLIError
+from invprob.apps.io import publish_directory
 
 __all__ = ["add_parser", "run"]
 
@@ -189,16 +190,6 @@ def _check_out(out: Path, force: bool) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK):
         raise CLIError(f"cannot write into {probe}: permission denied")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, trash / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _tmp_for(out: Path) -> Path:
@@ -375,7 +366,7 @@ def _run_simulate(args) -> int:
                 "outputs": {"data.npz": "EIT frame + reference frame + geometry + truth", "truth.png": "figure"},
             },
         )
-        _publish(tmp, out)
+        publish_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -613,7 +604,7 @@ def _run_reconstruct(args) -> int:
             )
             say(info["errors_summary"])
         atomic_write_json(tmp / "summary.json", info)
-        _publish(tmp, out)
+        publish_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,9 @@ Output PNGs keep the input's bit depth and range: an 8-bit input gives 8-bit PNG
 from __future__ import annotations
 
 import io as _io
+import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ from invprob.apps.errors import CLIError
 from invprob.results import atomic_write_bytes
 
 __all__ = [
+    "normal_permissions",
+    "publish_directory",
     "IMAGE_SUFFIXES",
     "ImageMeta",
     "encode_png",
@@ -331,3 +336,32 @@ def save_image(path: str | Path, arr: np.ndarray, meta: ImageMeta) -> str:
     else:
         raise CLIError(f"cannot write {path}: use a .png, .tif/.tiff or .npy file name")
     return fmt
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: Path) -> None:
+    """Give a finished output the usual permissions (temporary files are created private, 0600/0700)."""
+    mask = _umask()
+    if path.is_dir():
+        for p in path.iterdir():
+            p.chmod(0o666 & ~mask)
+        path.chmod(0o777 & ~mask)
+    else:
+        path.chmod(0o666 & ~mask)
+
+
+def publish_directory(tmp: Path, out: Path) -> None:
+    """Move the finished temporary folder into place, replacing ``out`` (already checked) if it exists."""
+    normal_permissions(tmp)
+    if out.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, trash / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

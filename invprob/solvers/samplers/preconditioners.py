@@ -64,6 +64,10 @@ class Preconditioner:
         """``||M||`` (largest eigenvalue), used for default steps."""
         return 1.0
 
+    def diagonal(self) -> torch.Tensor | None:
+        """``diag(M)``, flattened ``(d,)`` or a scalar when constant; ``None`` when not available cheaply."""
+        return None
+
     def describe(self) -> dict:
         return {"kind": self.kind}
 
@@ -79,6 +83,9 @@ class IdentityPreconditioner(Preconditioner):
 
     def sqrt_apply(self, v):
         return v
+
+    def diagonal(self):
+        return torch.tensor(1.0, dtype=torch.float64)
 
 
 class MatrixPreconditioner(Preconditioner):
@@ -123,6 +130,9 @@ class MatrixPreconditioner(Preconditioner):
 
     def norm(self):
         return self._norm
+
+    def diagonal(self):
+        return self.matrix.diagonal()
 
     def describe(self):
         return {"kind": self.kind, "shape": list(self.matrix.shape), "norm": self._norm}
@@ -206,6 +216,15 @@ class FourierPreconditioner(Preconditioner):
 
     def norm(self):
         return float(1.0 / self.inv_symbol.min())
+
+    def diagonal(self):
+        """Constant: the mean of ``M``'s eigenvalues over the full 2-D frequency grid (a circulant's diagonal)."""
+        W = self.W
+        w = torch.full((W // 2 + 1,), 2.0, dtype=torch.float64)
+        w[0] = 1.0
+        if W % 2 == 0:
+            w[-1] = 1.0
+        return (w / self.inv_symbol).sum() / (self.H * W)
 
     def describe(self):
         return {"kind": self.kind, "fourier_diagonal": True, "norm": self.norm(),
