@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from taylor import randn, taylor_ratios
 
 from invprob.linalg import conjugate_gradient
 from invprob.priors import L1, TV, GaussianPrior, soft_threshold
@@ -11,18 +12,6 @@ from invprob.priors.l1 import haar_forward, haar_inverse
 from invprob.priors.tv import div2d, grad2d
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _randn(shape, seed, device="cpu"):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
-
-
-def _taylor_ratios(f, g, x, v, h0=1e-2, n=6):
-    """Ratios of successive first-order Taylor remainders as h halves: -> 4 for a correct gradient."""
-    f0 = f(x)
-    gv = (g(x) * v).flatten(1).sum(1)
-    rem = [(f(x + h0 * 2.0**-k * v) - f0 - h0 * 2.0**-k * gv).abs() for k in range(n)]
-    return torch.stack([rem[k] / rem[k + 1] for k in range(n - 1)]), rem
 
 
 def _assert_second_order(ratios):
@@ -33,17 +22,17 @@ def _assert_second_order(ratios):
 # ---------------------------------------------------------------------------------------------- gradients
 def test_tv_fn_smooth_gradient_taylor(device):
     tv = TV(0.7, eps=0.05)
-    x, v = _randn((2, 3, 9, 11), 0, device), _randn((2, 3, 9, 11), 1, device)
-    ratios, _ = _taylor_ratios(tv.fn_smooth, tv.grad, x, v)
+    x, v = randn((2, 3, 9, 11), 0, device), randn((2, 3, 9, 11), 1, device)
+    ratios, _ = taylor_ratios(tv.fn_smooth, tv.grad, x, v)
     _assert_second_order(ratios)
 
 
 @pytest.mark.parametrize("kind", ["smoothness", "identity"])
 def test_gaussian_prior_gradient_taylor(kind, device):
-    mean = _randn((1, 1, 10, 7), 9, device)
+    mean = randn((1, 1, 10, 7), 9, device)
     gp = GaussianPrior(0.8, kind, mean=mean)
-    x, v = _randn((3, 1, 10, 7), 2, device), _randn((3, 1, 10, 7), 3, device)
-    ratios, _ = _taylor_ratios(gp.fn, gp.grad, x, v)
+    x, v = randn((3, 1, 10, 7), 2, device), randn((3, 1, 10, 7), 3, device)
+    ratios, _ = taylor_ratios(gp.fn, gp.grad, x, v)
     _assert_second_order(ratios)
 
 
@@ -63,19 +52,19 @@ def test_l1_huber_gradient(basis):
     prior = L1(0.6, basis, levels=2, eps=0.05)
     shape = (2, 1, 12, 10)
     # coefficients kept away from the Huber kinks at +-eps so every h in the Taylor test stays on one piece
-    c = _randn(shape, 4)
+    c = randn(shape, 4)
     c = torch.where(c.abs() < 0.5, 0.4 * prior.eps * torch.sign(c) * c.abs() / 0.5, c + torch.sign(c) * 0.2)
     x = prior.synthesis(c)
-    v = _randn(shape, 5)
-    ratios, _ = _taylor_ratios(lambda z: _huber_l1(prior, z), prior.grad, x, v, h0=1e-3)
+    v = randn(shape, 5)
+    ratios, _ = taylor_ratios(lambda z: _huber_l1(prior, z), prior.grad, x, v, h0=1e-3)
     _assert_second_order(ratios)
-    xg = _randn(shape, 6).requires_grad_(True)
+    xg = randn(shape, 6).requires_grad_(True)
     (g,) = torch.autograd.grad(_huber_l1(prior, xg).sum(), xg)
     assert float((g - prior.grad(xg.detach())).abs().max()) < 1e-13
 
 
 def test_tv_grad_div_adjoint_and_exact_values():
-    x, p = _randn((2, 3, 7, 9), 0), _randn((2, 3, 2, 7, 9), 1)
+    x, p = randn((2, 3, 7, 9), 0), randn((2, 3, 2, 7, 9), 1)
     lhs, rhs = (grad2d(x) * p).sum(), -(x * div2d(p)).sum()
     assert float((lhs - rhs).abs() / (x.norm() * p.norm())) < 1e-14
     # isotropic TV of a ramp x_ij = i + j with Neumann differences
@@ -96,7 +85,7 @@ def test_tv_grad_div_adjoint_and_exact_values():
     "prior", [TV(0.3), L1(0.3), L1(0.3, "haar"), GaussianPrior(0.3), GaussianPrior(0.3, "identity")], ids=repr
 )
 def test_fn_shape_is_batch(prior):
-    x = _randn((5, 3, 8, 8), 0)
+    x = randn((5, 3, 8, 8), 0)
     assert tuple(prior.fn(x).shape) == (5,)
     assert tuple(prior.grad(x).shape) == x.shape
     assert tuple(prior.prox(x, 0.1).shape) == x.shape
@@ -112,7 +101,7 @@ def test_haar_orthonormal_and_perfect_reconstruction(hw):
     E = torch.eye(n, dtype=torch.float64).reshape(n, 1, H, W)
     Wm = haar_forward(E, 3).reshape(n, n)
     assert float((Wm @ Wm.T - torch.eye(n, dtype=torch.float64)).abs().max()) < 1e-14
-    x = _randn((2, 3, H, W), 1)
+    x = randn((2, 3, H, W), 1)
     assert float((haar_inverse(haar_forward(x, 3), 3) - x).abs().max()) < 1e-14
     assert float((haar_forward(haar_inverse(x, 3), 3) - x).abs().max()) < 1e-14
     assert float(haar_forward(x, 3).norm() / x.norm() - 1).__abs__() < 1e-14
@@ -130,7 +119,7 @@ def test_haar_constant_image_is_one_approximation_band():
 def test_l1_prox_optimality_exact(basis, hw, device):
     prior = L1(0.7, basis, levels=3)
     gamma = 0.4
-    x = _randn((2, 2, *hw), 0, device)
+    x = randn((2, 2, *hw), 0, device)
     p = prior.prox(x, gamma)
     c, q = prior.analysis(x), prior.analysis(p)
     m = prior._mask(c)
@@ -148,23 +137,23 @@ def test_l1_prox_optimality_exact(basis, hw, device):
 
 def test_l1_prox_minimises_objective_against_perturbations():
     prior = L1(0.5, "haar", levels=2)
-    x = _randn((1, 1, 12, 12), 3)
+    x = randn((1, 1, 12, 12), 3)
     gamma = 0.3
     p = prior.prox(x, gamma)
 
     def F(z):
         return prior.fn(z) + (z - x).pow(2).flatten(1).sum(1) / (2 * gamma)
 
-    d = 1e-4 * _randn((200, 1, 12, 12), 4)
+    d = 1e-4 * randn((200, 1, 12, 12), 4)
     assert bool((F(p + d) >= F(p) - 1e-13).all())
 
 
 # ---------------------------------------------------------------------------------------------- Gaussian
 @pytest.mark.parametrize("kind", ["smoothness", "identity"])
 def test_gaussian_prox_equals_cg_solution(kind, device):
-    mean = _randn((1, 3, 12, 9), 1, device)
+    mean = randn((1, 3, 12, 9), 1, device)
     gp = GaussianPrior(2.5, kind, mean=mean)
-    x = _randn((2, 3, 12, 9), 2, device)
+    x = randn((2, 3, 12, 9), 2, device)
     gamma = 0.3
     p = gp.prox(x, gamma)
     rhs = x + gamma * gp.precision_apply(mean.expand_as(x))
@@ -177,7 +166,7 @@ def test_gaussian_prox_equals_cg_solution(kind, device):
 
 def test_gaussian_precision_symbol_matches_apply():
     gp = GaussianPrior(1.7, "smoothness")
-    x = _randn((1, 1, 10, 8), 0)
+    x = randn((1, 1, 10, 8), 0)
     via_fft = torch.fft.irfft2(torch.fft.rfft2(x) * gp.precision_symbol(10, 8), s=(10, 8))
     assert float((via_fft - gp.precision_apply(x)).abs().max()) < 1e-13
 
@@ -197,7 +186,7 @@ def _rof(tv, x, gamma):
 
 
 def test_tv_prox_certified_by_duality_gap():
-    x = _randn((2, 1, 20, 24), 0).cumsum(-1) * 0.2  # structured: large flat and sloped regions
+    x = randn((2, 1, 20, 24), 0).cumsum(-1) * 0.2  # structured: large flat and sloped regions
     weight, gamma = 0.5, 0.4
     lam = weight * gamma
     tv = TV(weight, prox_tol=1e-12, prox_max_iter=20000, warm_start=False)
@@ -212,7 +201,7 @@ def test_tv_prox_certified_by_duality_gap():
     assert bool((err <= 5e-5 * p.flatten(1).norm(dim=1)).all()), err
     # and no random small perturbation lowers the objective
     for scale in (1e-3, 1e-6):
-        d = scale * _randn((100, 1, 20, 24), 1)
+        d = scale * randn((100, 1, 20, 24), 1)
         for b in range(2):
             Fb = _rof(tv, x[b : b + 1], gamma)
             f0 = Fb(p[b : b + 1])
@@ -220,7 +209,7 @@ def test_tv_prox_certified_by_duality_gap():
 
 
 def test_tv_prox_default_settings_vs_long_run():
-    x = _randn((1, 3, 24, 20), 2).cumsum(-2) * 0.1
+    x = randn((1, 3, 24, 20), 2).cumsum(-2) * 0.1
     gamma = 0.5
     tv = TV(0.2)  # default stopping rule
     ref = TV(0.2, prox_tol=1e-11, prox_max_iter=50000, warm_start=False)
@@ -248,14 +237,14 @@ def test_tv_prox_step_edge_closed_form():
 
 def test_tv_prox_invariances():
     tv = TV(0.3, prox_tol=1e-12, prox_max_iter=20000, warm_start=False)
-    x = _randn((1, 1, 16, 16), 3)
+    x = randn((1, 1, 16, 16), 3)
     assert torch.equal(TV(0.0).prox(x, 1.0), x)
     const = torch.full((1, 1, 16, 16), 0.7, dtype=torch.float64)
     assert float((tv.prox(const, 2.0) - const).abs().max()) < 1e-14
     assert float((tv.prox(x + 5.0, 0.5) - tv.prox(x, 0.5) - 5.0).abs().max()) < 1e-8
     # warm start changes the starting point only, not the answer
     warm = TV(0.3, prox_tol=1e-12, prox_max_iter=20000)
-    warm.prox(x + 0.3 * _randn((1, 1, 16, 16), 4), 0.5)
+    warm.prox(x + 0.3 * randn((1, 1, 16, 16), 4), 0.5)
     assert float((warm.prox(x, 0.5) - tv.prox(x, 0.5)).abs().max()) < 1e-8
     capped = TV(0.3, prox_tol=1e-30, prox_max_iter=7)
     capped.prox(x, 0.5)
