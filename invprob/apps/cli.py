@@ -13,15 +13,13 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from invprob.apps.errors import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
-from invprob.apps.io import normal_permissions, publish_directory
+from invprob.apps.io import normal_permissions, staged_directory
 
 __all__ = ["build_parser", "main"]
 
@@ -339,15 +337,9 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
         result = deblur(data, config, truth=truth, progress=progress, checked=checked, log=say)
     extra = {**extra, "threads": threads}
     formats = _formats_arg(args.format)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        extra = {**extra, "kernel": checked["kernel"].numpy()}
+    extra = {**extra, "kernel": checked["kernel"].numpy()}
+    with staged_directory(out) as tmp:
         summary = _write_deblur_outputs(tmp, result, data, meta, truth, formats, extra, argv)
-        publish_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     total = time.perf_counter() - t0
     m = summary.get("metrics") or {}
     if m:

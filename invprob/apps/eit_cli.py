@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from invprob.apps.errors import CLIError
-from invprob.apps.io import publish_directory
+from invprob.apps.io import staged_directory
 
 __all__ = ["add_parser", "run"]
 
@@ -192,11 +190,6 @@ def _check_out(out: Path, force: bool) -> None:
         raise CLIError(f"cannot write into {probe}: permission denied")
 
 
-def _tmp_for(out: Path) -> Path:
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
-
-
 def _device(text: str) -> str:
     import torch
 
@@ -290,8 +283,7 @@ def _run_simulate(args) -> int:
     else:
         ph = phantom
     sim = simulate(fine, ph, contact_impedance=args.contact_impedance, noise=args.noise, seed=args.seed)
-    tmp = _tmp_for(out)
-    try:
+    with staged_directory(out) as tmp:
         import io
         import json
 
@@ -366,10 +358,6 @@ def _run_simulate(args) -> int:
                 "outputs": {"data.npz": "EIT frame + reference frame + geometry + truth", "truth.png": "figure"},
             },
         )
-        publish_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"wrote {out}/data.npz ({d.data.size} measurements, {fine.n_cells} cells)")
     return 0
 
@@ -555,8 +543,7 @@ def _run_reconstruct(args) -> int:
         res = reconstruct(data, mesh, config, reference=reference, truth=truth, radius=R, progress=progress, log=say)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    tmp = _tmp_for(out)
-    try:
+    with staged_directory(out) as tmp:
         from invprob.apps.eit_figures import result_figure
         from invprob.results import atomic_write_json
 
@@ -604,10 +591,6 @@ def _run_reconstruct(args) -> int:
             )
             say(info["errors_summary"])
         atomic_write_json(tmp / "summary.json", info)
-        publish_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"wrote {out}/ (result.npz, summary.json, result.png{'' if args.no_xdmf else ', result.xdmf'})")
     return 0
 

@@ -14,6 +14,7 @@ Output PNGs keep the input's bit depth and range: an 8-bit input gives 8-bit PNG
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
 import shutil
@@ -30,6 +31,7 @@ from invprob.results import atomic_write_bytes
 __all__ = [
     "normal_permissions",
     "publish_directory",
+    "staged_directory",
     "IMAGE_SUFFIXES",
     "ImageMeta",
     "encode_png",
@@ -365,3 +367,19 @@ def publish_directory(tmp: Path, out: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path):
+    """Write a command's outputs into a temporary folder beside ``out``; when the block ends normally the folder
+    is published as ``out`` (:func:`publish_directory`), when it raises (Ctrl-C included) it is removed and
+    ``out`` is left as it was."""
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        publish_directory(tmp, Path(out))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
