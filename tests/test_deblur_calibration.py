@@ -77,3 +77,30 @@ def test_normal_equation_preconditioner_empties_the_prior_band(free_tv_problem):
                                                             progress=False, keep_samples=400)
     bands = _report(op, res, ref)["band_ratios"]
     assert bands[1] < 0.4 and bands[2] > 1.3, bands
+
+
+def test_calibration_status_claims_only_measured_configurations():
+    from invprob.apps.deblur import calibration_status
+
+    assert calibration_status("pbrwp", "tv", "free").startswith("measured")
+    assert calibration_status("pbrwp", "tv", "circular").startswith("measured")
+    assert calibration_status("pbrwp", "gaussian", "circular").startswith("measured")
+    for method, prior, boundary in [("pbrwp", "gaussian", "free"), ("pbrwp", "l1", "free"), ("myula", "tv", "free"),
+                                    ("pbrwp", "tv", "reflect"), ("mla", "tv", "circular")]:
+        assert calibration_status(method, prior, boundary) == "unmeasured", (method, prior, boundary)
+
+
+@pytest.mark.parametrize(("prior", "measured"), [("tv", True), ("l1", False)])
+def test_deblur_reports_and_warns_about_calibration(prior, measured):
+    import numpy as np
+
+    from invprob.apps.deblur import DeblurConfig, deblur
+
+    y = np.random.default_rng(0).random((1, 32, 32))
+    notes = []
+    res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, prior=prior, weight=5.0, method="pbrwp",
+                                 particles=4, iters=10, map_iters=20), log=notes.append)
+    status = res.info["uncertainty"]["calibration_status"]
+    assert status.startswith("measured") is measured, status
+    warned = [n for n in notes if "has not been calibrated" in n]
+    assert bool(warned) is not measured, notes

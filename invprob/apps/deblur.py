@@ -60,10 +60,10 @@ __all__ = [
     "DeblurConfig",
     "DeblurResult",
     "FreeBoundaryBlur",
+    "calibration_status",
     "deblur",
     "estimate_noise_std",
     "make_prior",
-    "calibration_status",
     "make_sampler",
     "parse_psf",
     "resolve_device",
@@ -254,18 +254,26 @@ def make_prior(name: str, weight: float, *, eps: float | None = None):
     raise CLIError(f"unknown prior {name!r}: use one of {', '.join(PRIORS)}")
 
 
-def calibration_status(method: str, prior: str) -> str:
-    """Where the calibration of this method's std map on this prior was measured, or ``"unmeasured"``.
+def calibration_status(method: str, prior: str, boundary: str) -> str:
+    """Where the calibration of this method's std map on this prior and boundary model was measured, or
+    ``"unmeasured"``.
 
-    Only what a benchmark or test measured against an exact posterior or a long reference chain is claimed.
+    Only the configurations that a benchmark measured against an exact posterior or a long reference chain, with
+    the CLI's own sampler settings, are claimed: TV with PBRWP on the free boundary and on the circular blur, TV
+    with MLA on the free boundary, the Gaussian prior with PBRWP on the circular blur.
     """
-    if prior == "tv" and method in ("pbrwp", "mla"):
-        return ("measured: free-boundary TV posterior vs reference chains, benchmarks/RESULTS.md section deblur_cli "
-                "(circular blur: section deblur_samplers)")
-    if prior == "gaussian" and method == "pbrwp":
-        return ("measured: Gaussian prior vs the exact posterior (circular blur), benchmarks/RESULTS.md section "
-                "deblur_samplers; free boundary unmeasured")
-    return "unmeasured"
+    measured = {
+        ("pbrwp", "tv", "free"): "free-boundary TV posterior vs reference chains, benchmarks/RESULTS.md section "
+                                 "deblur_cli",
+        ("mla", "tv", "free"): "free-boundary TV posterior vs reference chains, benchmarks/RESULTS.md section "
+                               "deblur_cli",
+        ("pbrwp", "tv", "circular"): "circular TV posterior vs reference chains (N = 12 and 40), "
+                                     "benchmarks/RESULTS.md section deblur_samplers",
+        ("pbrwp", "gaussian", "circular"): "Gaussian prior vs the exact posterior, benchmarks/RESULTS.md section "
+                                           "deblur_samplers",
+    }
+    where = measured.get((method, prior, boundary))
+    return f"measured: {where}" if where else "unmeasured"
 
 
 def make_sampler(method: str, **options):
@@ -766,7 +774,8 @@ def deblur(
             sinfo = _sampler_info(pres.info)
             info["sampler"] = sinfo
             info["uncertainty"] = {**(pres.info.get("uncertainty") or {}),
-                                   "calibration_status": calibration_status(config.method, config.prior)}
+                                   "calibration_status": calibration_status(config.method, config.prior,
+                                                                            config.boundary)}
             if not info["uncertainty"]["calibration_status"].startswith("measured"):
                 log(f"warning: the std map of --method {config.method} with --prior {config.prior} has not been "
                     "calibrated against a reference posterior; treat it as indicative")
