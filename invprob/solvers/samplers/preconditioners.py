@@ -219,12 +219,10 @@ class FourierPreconditioner(Preconditioner):
 
     def diagonal(self):
         """Constant: the mean of ``M``'s eigenvalues over the full 2-D frequency grid (a circulant's diagonal)."""
-        W = self.W
-        w = torch.full((W // 2 + 1,), 2.0, dtype=torch.float64)
-        w[0] = 1.0
-        if W % 2 == 0:
-            w[-1] = 1.0
-        return (w / self.inv_symbol).sum() / (self.H * W)
+        from invprob.posterior import Posterior
+
+        w = Posterior.rfft_weights(self.H, self.W, device=self.inv_symbol.device)
+        return (w / self.inv_symbol).sum() / (self.H * self.W)
 
     def describe(self):
         return {"kind": self.kind, "fourier_diagonal": True, "norm": self.norm(),

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from invprob.posterior import Posterior
+
 __all__ = [
     "BANDS",
     "band_masks",
@@ -24,14 +26,6 @@ __all__ = [
 ]
 
 BANDS = ((0.0, 1 / 8), (1 / 8, 1 / 4), (1 / 4, math.inf))  # |f| in cycles per pixel: low, mid, high
-
-
-def _rfft_weights(H: int, W: int, device) -> torch.Tensor:
-    w = torch.full((W // 2 + 1,), 2.0, dtype=torch.float64, device=device)
-    w[0] = 1.0
-    if W % 2 == 0:
-        w[-1] = 1.0
-    return w.expand(H, -1)
 
 
 def band_masks(H: int, W: int, *, device="cpu") -> list[torch.Tensor]:
@@ -50,7 +44,7 @@ def band_variances(samples: torch.Tensor, mean: torch.Tensor | None = None) -> l
     p = (torch.fft.rfft2(s - m).abs() ** 2).mean(0)
     while p.ndim > 2:
         p = p.sum(0)
-    p = _rfft_weights(H, W, s.device) * p / (H * W)
+    p = Posterior.rfft_weights(H, W, device=s.device) * p / (H * W)
     return [float(p[b].sum()) for b in band_masks(H, W, device=s.device)]
 
 
@@ -63,7 +57,7 @@ def band_variance_ratios(samples: torch.Tensor, reference, *, mean: torch.Tensor
     est = band_variances(samples, mean)
     H, W = samples.shape[-2:]
     if reference.ndim == 2 and tuple(reference.shape) == (H, W // 2 + 1):
-        wts = _rfft_weights(H, W, reference.device)
+        wts = Posterior.rfft_weights(H, W, device=reference.device)
         c = samples.shape[1] if samples.ndim == 4 else 1
         ref = [float((wts / reference.double())[b].sum()) * c for b in band_masks(H, W, device=reference.device)]
     else:
