@@ -1,5 +1,7 @@
 """Blur operator: adjoints (closed form vs dot test vs autograd), boundary semantics, normal solves, norms."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -172,3 +174,16 @@ def test_cuda_matches_cpu():
         assert torch.allclose(op.A(x.cuda()).cpu(), op.A(x), atol=1e-12)
         assert torch.allclose(op.A_adjoint(x.cuda()).cpu(), op.A_adjoint(x), atol=1e-12)
         assert torch.allclose(op.solve_normal(x.cuda(), 0.1).cpu(), op.solve_normal(x, 0.1), atol=1e-9)
+
+
+def test_solve_normal_cg_warns_when_unconverged_and_float32_default_converges():
+    k = gaussian_kernel(1.5)
+    op = Blur(k, (24, 24), boundary="zero")
+    v = torch.randn(2, 1, 24, 24, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(RuntimeWarning, match="conjugate gradients stopped after 2 iterations"):
+        op.solve_normal(v.double(), 0.01, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the float32 default tolerance is reachable: no warning
+        x = op.solve_normal(v, 0.01)
+    res = op.A_adjoint_A(x) + 0.01 * x - v
+    assert float(res.norm() / v.norm()) < 1e-4

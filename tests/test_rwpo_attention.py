@@ -212,6 +212,38 @@ def test_jacobians_against_autograd():
     assert (est - div).abs().max() < 0.05 * div.abs().max() + 0.02
 
 
+@pytest.mark.parametrize("lam", [0.0, 2.0])
+def test_soft_threshold_makes_the_pushed_density_jump(lam):
+    """The faithful l1 layer's Jacobian jumps where a coordinate crosses |x| = lambda T: the density it pushes
+    forward is discontinuous there (the price measured in benchmarks, section rwpo-study-2d); dense is smooth.
+
+    Matrix determinant lemma: adding ``c e_k e_k^T`` (``c = h/(2T)``) to ``J`` multiplies ``det J`` by
+    ``1 + c (J^{-1})_{kk}``.
+    """
+    h, T, at = 0.1, 0.3, 0.6  # the threshold lambda T is 0.6 for lambda 2
+    c = h / (2 * T)
+    layer = RWPOAttention(lam, h, T=T).double()
+    x = torch.randn(8, 2, generator=_rng(21), dtype=torch.float64)
+    x[:, 0] = x[:, 0].sign() * (x[:, 0].abs() + 1.0)  # every other coordinate 0 stays away from the threshold
+    row, col, eps = 3, 1, 1e-7
+
+    def jacobian(v):
+        z = x.clone()
+        z[row, col] = v
+        return layer.joint_jacobian(z).reshape(16, 16)
+
+    below, above = torch.linalg.slogdet(jacobian(at - eps)), torch.linalg.slogdet(jacobian(at + eps))
+    assert below[0] > 0 and above[0] > 0  # orientation preserved on both sides
+    jump = float(above[1] - below[1])
+    if lam:
+        kk = row * 2 + col
+        jinv = torch.linalg.inv(jacobian(at - eps))
+        assert jump == pytest.approx(math.log1p(c * float(jinv[kk, kk])), rel=1e-4)
+        assert jump > 0.1  # the density drops by more than 10 % across the threshold
+    else:
+        assert abs(jump) < 1e-5
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"lambda_": 1.0, "h": 0.0}, "h"), ({"lambda_": 1.0, "h": -1.0}, "h"), ({"lambda_": -0.1, "h": 0.1}, "lambda_"),

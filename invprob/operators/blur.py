@@ -163,7 +163,7 @@ class Blur(LinearOperator):
         return self.A_adjoint(self.A(x))
 
     def solve_normal(
-        self, v: torch.Tensor, c: float, *, x0=None, tol: float = 1e-10, max_iter: int = 1000
+        self, v: torch.Tensor, c: float, *, x0=None, tol: float | None = None, max_iter: int = 1000
     ) -> torch.Tensor:
         """``(A^T A + c I)^{-1} v``: exact by FFT for a circular blur, conjugate gradients otherwise."""
         if not c > 0:
