@@ -74,6 +74,20 @@ FIG = Path(__file__).resolve().parent / "figures"
 EIT_HELDOUT = 64  # held-out (phantom, data) pairs of the full eit / eit-map parts
 
 
+COLORS = {"l1": "C0", "dense": "C1", "none": "C2"}
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, with the figure folder created."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIG.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
 def _ms(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
@@ -483,14 +497,10 @@ def study_part(args, dim: int):
 
 
 def plot_study(curves, sens, dim: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.ticker import NullFormatter
 
-    FIG.mkdir(parents=True, exist_ok=True)
-    colors = {"l1": "C0", "dense": "C1", "none": "C2"}
+    colors = COLORS
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for m in METHODS:
         steps, runs = curves[m]
@@ -531,12 +541,7 @@ def _ms_tensor(v: torch.Tensor) -> str:
 
 
 def plot_eit(problem, x_test, examples):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIG.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     pts = problem.mesh.points[:, :2]
     tri = problem.mesh.triangles
     fig, axes = plt.subplots(2, 1 + 2 * len(METHODS), figsize=(3.0 * (1 + 2 * len(METHODS)), 6.2))
@@ -567,13 +572,8 @@ def plot_eit(problem, x_test, examples):
 
 
 def plot(curves, samples):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIG.mkdir(parents=True, exist_ok=True)
-    colors = {"l1": "C0", "dense": "C1", "none": "C2"}
+    plt = _pyplot()
+    colors = COLORS
     for idx, metric in ((1, "KL_kNN"), (2, "SW1")):
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
         for ax, key in zip(axes, sorted({(k[0], k[1]) for k in curves}), strict=False):
@@ -605,13 +605,8 @@ def plot(curves, samples):
 
 
 def plot_linear(rec_curves, example):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIG.mkdir(parents=True, exist_ok=True)
-    colors = {"l1": "C0", "dense": "C1", "none": "C2"}
+    plt = _pyplot()
+    colors = COLORS
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     for method in METHODS:
         steps, runs = rec_curves[method]
