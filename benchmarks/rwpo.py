@@ -493,22 +493,21 @@ def study_part(args, dim: int):
         sc = statistics.mean(v)
         if (m, key) not in sens or sc < sens[(m, key)]:
             sens[(m, key)] = sc
-    return rows, curves, sens, best, t_tune, len(jobs)
+    return rows, curves, sens, t_tune, len(jobs)
 
 
 def plot_study(curves, sens, dim: int):
     plt = _pyplot()
     from matplotlib.ticker import NullFormatter
 
-    colors = COLORS
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for m in METHODS:
         steps, runs = curves[m]
         r = torch.tensor(runs)
         # KL_kNN can dip below 0 (estimator noise): the log axis shows max(KL, 1e-4); band = min..max over seeds
         r = r.clamp_min(1e-4)
-        axes[0].plot(steps, r.mean(0), color=colors[m], label=f"{m} (tuned)")
-        axes[0].fill_between(steps, r.min(0).values, r.max(0).values, color=colors[m], alpha=0.2)
+        axes[0].plot(steps, r.mean(0), color=COLORS[m], label=f"{m} (tuned)")
+        axes[0].fill_between(steps, r.min(0).values, r.max(0).values, color=COLORS[m], alpha=0.2)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("KL_kNN (evaluation seeds: mean, min-max)")
@@ -516,9 +515,9 @@ def plot_study(curves, sens, dim: int):
     axes[0].legend()
     for m in ("l1", "dense"):
         pts = sorted((c, v) for (mm, c), v in sens.items() if mm == m)
-        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colors[m], label=m)
+        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=COLORS[m], label=m)
     flow = min(v for (mm, _), v in sens.items() if mm == "none")
-    axes[1].axhline(flow, color=colors["none"], ls="--", label="none (best)")
+    axes[1].axhline(flow, color=COLORS["none"], ls="--", label="none (best)")
     axes[1].set_xscale("log")
     axes[1].set_yscale("log")
     cs = sorted({c for (mm, c) in sens if mm != "none"})
@@ -573,7 +572,6 @@ def plot_eit(problem, x_test, examples):
 
 def plot(curves, samples):
     plt = _pyplot()
-    colors = COLORS
     for idx, metric in ((1, "KL_kNN"), (2, "SW1")):
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
         for ax, key in zip(axes, sorted({(k[0], k[1]) for k in curves}), strict=False):
@@ -581,8 +579,8 @@ def plot(curves, samples):
                 steps, kl_runs, sw_runs = curves[(*key, method)]
                 runs = torch.tensor(kl_runs if idx == 1 else sw_runs)
                 m, s = runs.mean(0), runs.std(0) if len(runs) > 1 else torch.zeros(runs.shape[1])
-                ax.plot(steps, m, color=colors[method], label=method)
-                ax.fill_between(steps, m - s, m + s, color=colors[method], alpha=0.2)
+                ax.plot(steps, m, color=COLORS[method], label=method)
+                ax.fill_between(steps, m - s, m + s, color=COLORS[method], alpha=0.2)
             ax.set_title(f"{key[0]} {key[1]}-D")
             ax.set_xlabel("training step")
             ax.set_ylabel(metric)
@@ -596,7 +594,7 @@ def plot(curves, samples):
         for i, name in enumerate(names):
             for j, method in enumerate(METHODS):
                 x = samples[(name, method)].reshape(-1, 2).cpu()
-                axes[i, j].scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color=colors[method])
+                axes[i, j].scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color=COLORS[method])
                 axes[i, j].set_title(f"{name}: {method}")
                 axes[i, j].set_aspect("equal")
         fig.tight_layout()
@@ -606,12 +604,11 @@ def plot(curves, samples):
 
 def plot_linear(rec_curves, example):
     plt = _pyplot()
-    colors = COLORS
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     for method in METHODS:
         steps, runs = rec_curves[method]
         r = torch.tensor(runs)
-        axes[0].plot(steps, r.mean(0), color=colors[method], label=method)
+        axes[0].plot(steps, r.mean(0), color=COLORS[method], label=method)
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("rel. L1 error of mean (held out)")
     axes[0].set_yscale("log")
@@ -621,7 +618,7 @@ def plot_linear(rec_curves, example):
     axes[1].plot(idx, x_true, "k*", label="truth")
     for k, method in enumerate(METHODS):
         _, mean, std = example[method]
-        axes[1].errorbar(idx + 0.2 * (k - 1), mean, yerr=2 * std, fmt="o", ms=3, color=colors[method],
+        axes[1].errorbar(idx + 0.2 * (k - 1), mean, yerr=2 * std, fmt="o", ms=3, color=COLORS[method],
                          label=f"{method} mean ± 2 std")
     axes[1].set_xlabel("coordinate")
     axes[1].legend(fontsize=8)
@@ -699,7 +696,7 @@ def main(argv=None) -> int:
             dim = 2 if part == "study-2d" else 10
             head = header(f"Sparse RWPO transformer, {dim}-D sparse Laplace: every method at its own tuned setting",
                           device="cpu")
-            rows, st_curves, sens, _best, t_tune, n_jobs = study_part(args, dim)
+            rows, st_curves, sens, t_tune, n_jobs = study_part(args, dim)
             plot_study(st_curves, sens, dim)
             steps, n_part = (args.steps_2d, 64) if dim == 2 else (args.steps_10d, 32)
             t_grid = tuple(round(f * dim, 6) for f in STUDY_T_PER_DIM)
