@@ -112,3 +112,36 @@ def lanczos_max_eigenvalue(
         betas.append(b)
         q_prev, q, b_prev = q, w / b, b
     return float(lam)
+
+
+def preconditioned_power_iteration(
+    grad: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    precond,
+    *,
+    n_iter: int = 50,
+    eps: float | None = None,
+    seed: int = 0,
+) -> float:
+    """Largest eigenvalue of ``M Hess V`` near ``x0`` by power iteration on gradient differences.
+
+    ``grad`` is the batched gradient of ``V``, ``x0`` one point ``(1, *event_shape)`` (float64), ``precond`` any
+    object with ``apply`` (``M``) and ``inv_apply`` (``M^{-1}``). Each iterate ``v`` is normalised to unit Euclidean
+    norm (``eps=None``: a global estimate over unit-size moves, suited to a default step) or to length ``eps`` in
+    the ``M^{-1}`` norm (the local curvature at ``x0``, e.g. at a MAP). The eigenvalue is the Rayleigh quotient
+    ``<M dg, v>_{M^-1} / <v, v>_{M^-1}`` with ``dg = grad(x0 + v) - grad(x0)``.
+    """
+    g0 = grad(x0)
+    gen = torch.Generator().manual_seed(int(seed))
+    v = torch.randn(tuple(x0.shape), generator=gen, dtype=torch.float64).to(x0)
+    lam = 1.0
+    for _ in range(int(n_iter)):
+        if eps is None:
+            v = v / v.norm()
+        else:
+            v = v * (eps / float((v * precond.inv_apply(v)).sum().sqrt()))
+        w = precond.apply(grad(x0 + v) - g0)
+        minv_v = precond.inv_apply(v)
+        lam = float((w * minv_v).sum() / (v * minv_v).sum())
+        v = w
+    return abs(lam)
