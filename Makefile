@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test doctest arch setup lint bench clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,18 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/invprob demo --out demo_output --force
 
+# tests/ and examples/ (pyproject testpaths). That includes every docstring example of invprob/
+# (tests/test_doctests.py, the same as `pytest --doctest-modules invprob`) and the layout guards
+# (tests/test_architecture.py: function length, no numerics in apps/, public names only, layered imports).
 test: $(STAMP)
 	$(PY) -m pytest -q -x --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
+
+# Only the docstring examples, or only the architecture guards.
+doctest: $(STAMP)
+	$(PY) -m pytest -q tests/test_doctests.py
+
+arch: $(STAMP)
+	$(PY) -m pytest -q tests/test_architecture.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

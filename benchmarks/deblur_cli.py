@@ -38,8 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import header, markdown_table, write_section  # noqa: E402
 
-from invprob.apps.deblur import DEFAULT_METHOD, DeblurConfig, deblur, parse_psf  # noqa: E402
-from invprob.operators import Blur  # noqa: E402
+from invprob.operators import Blur, kernel_from_spec  # noqa: E402
+from invprob.solvers.deblur import DEFAULT_METHOD, DeblurConfig, deblur  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("invprob")
@@ -95,7 +95,7 @@ def scene(name: str, shape: tuple[int, int], crop=None, periodic: bool = False) 
 
 def make_data(big: np.ndarray, psf: str, sigma: float, seed: int, periodic: bool = False):
     """Blur the scene, keep the frame, add noise: ``(truth, data)``. Periodic: circular blur of the frame."""
-    kernel, _ = parse_psf(psf)
+    kernel = kernel_from_spec(psf).kernel
     y = Blur(kernel, big.shape).A(torch.as_tensor(big)[None])[0].numpy()
     if not periodic:
         m = MARGIN
@@ -202,28 +202,22 @@ def calibration(size: int = 128, ref_iters: int = 6000) -> tuple[list[dict], str
     """Std maps of the CLI's samplers (their default particles/iterations and preconditioners) against reference
     MLA chains on the free-boundary TV posterior of ``deblur`` (centre frame only)."""
     from invprob import Posterior
-    from invprob.apps.deblur import (
-        SAMPLER_DEFAULTS,
-        TV_SAMPLING_EPS,
-        FreeBoundaryBlur,
-        _free_preconditioner,
-        make_prior,
-    )
+    from invprob.solvers.deblur import SAMPLER_DEFAULTS, TV_SAMPLING_EPS, make_prior
     from invprob.solvers.map import map_estimate
-    from invprob.solvers.samplers import MLA, PBRWP
+    from invprob.solvers.samplers import MLA, PBRWP, posterior_preconditioner
     from invprob.solvers.samplers.uncertainty import calibration_report
     from invprob.solvers.samplers.uncertainty import psnr as tpsnr
 
     img, y_np = make_data(scene("camera", (size, size)), "gaussian:1.5", 0.01, 0)
     base = DeblurConfig(psf="gaussian:1.5", noise_std=0.01, method="map", seed=0)
     weight = deblur(y_np, base).info["weight"]["value"]
-    kernel, _ = parse_psf("gaussian:1.5")
-    op = FreeBoundaryBlur(kernel, tuple(y_np.shape))
+    kernel = kernel_from_spec("gaussian:1.5").kernel
+    op = Blur(kernel, tuple(y_np.shape), boundary="free")
     y = torch.as_tensor(y_np, dtype=torch.float32)[None]
-    post = Posterior(op, op.pad(y), 0.01, make_prior("tv", weight))
-    x_map = map_estimate(post, method="fista", x0=op.pad(y, "replicate"), max_iter=500).x
-    post = Posterior(op, op.pad(y), 0.01, make_prior("tv", weight, eps=TV_SAMPLING_EPS))  # what the samplers see
-    m_post = _free_preconditioner(op, post.prior, 0.01, x_map)
+    post = Posterior(op, op.pad_data(y), 0.01, make_prior("tv", weight))
+    x_map = map_estimate(post, method="fista", x0=op.extend(y), max_iter=500).x
+    post = Posterior(op, op.pad_data(y), 0.01, make_prior("tv", weight, eps=TV_SAMPLING_EPS))  # what samplers see
+    m_post = posterior_preconditioner(post, x_ref=x_map)
     rows, runs = [], {}
     t = time.perf_counter()
     runs["reference"] = (MLA(preconditioner=m_post, step_scale=0.25).run(
@@ -235,7 +229,7 @@ def calibration(size: int = 128, ref_iters: int = 6000) -> tuple[list[dict], str
         keep_samples=400), time.perf_counter() - t, f"MLA 16 x {ref_iters // 2} (step 0.5/L), other seed")
     n, k = SAMPLER_DEFAULTS["pbrwp"]
     for label, pc in (("pbrwp (CLI default: posterior-unmasked M)", m_post),
-                      ("pbrwp with the normal-equation M (before)", op.preconditioner(0.01))):
+                      ("pbrwp with the normal-equation M (before)", posterior_preconditioner(post))):
         t = time.perf_counter()
         runs[label] = (PBRWP(preconditioner=pc).run(post, n_particles=n, n_iter=k, rng=0, init=x_map,
                                                      progress=False, keep_samples=400),

@@ -34,7 +34,7 @@ from invprob import Posterior  # noqa: E402
 from invprob.operators import Blur, gaussian_kernel  # noqa: E402
 from invprob.priors import TV, GaussianPrior  # noqa: E402
 from invprob.solvers.map import map_estimate  # noqa: E402
-from invprob.solvers.samplers import MLA, PBRWP, ULA, GaussianPotential, tv_curvature_from_map  # noqa: E402
+from invprob.solvers.samplers import MLA, PBRWP, ULA, GaussianPotential  # noqa: E402
 from invprob.solvers.samplers.base import randn_like  # noqa: E402
 from invprob.solvers.samplers.uncertainty import (  # noqa: E402
     band_variance_ratios,
@@ -146,8 +146,9 @@ def tv_problem(n: int, theta: float, args, rows: list, cost_rows: list, maps: di
     t = time.perf_counter()
     m = map_estimate(post, max_iter=500)
     map_time = time.perf_counter() - t
-    kappa = tv_curvature_from_map(theta, m.x)
-    ref_kw = dict(preconditioner="posterior", tv_curvature=kappa / 4, c=1.0)
+    # "posterior": M^-1 = A^T A / sigma^2 + kappa D^T D + c I with the TV prior's own kappa at the initial point m.x
+    # (curvature_scale 0.25: kappa = weight / (4 rms|grad MAP|))
+    ref_kw = dict(preconditioner="posterior", c=1.0)
     nref = args.ref_iter if n == 128 else args.ref_iter_256
     chains = 16 if n == 128 else 8
     ref = MLA(step_scale=0.25, **ref_kw).run(post, n_particles=chains, n_iter=nref, burn_in=nref // 5, rng=11,

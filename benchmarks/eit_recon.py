@@ -57,31 +57,24 @@ def calibration(h: float = 0.15, chains: int = 16, steps: int = 150, step: float
     import torch
 
     import invprob.operators.eit as eit
-    from invprob.apps.eit_recon import Phantom, simulate
+    from invprob.eit_posterior import EITPosterior, preconditioned_lipschitz
+    from invprob.operators.eit import LogConductivityForward
     from invprob.priors.mesh import MeshGaussian, MeshGraph
-    from invprob.solvers.eit_map import (
-        EITPosterior,
-        LogConductivityForward,
-        _with_lipschitz,
-        gauss_newton,
-        jacobian_preconditioner,
-        laplace_covariance,
-        preconditioned_lipschitz,
-    )
+    from invprob.solvers.eit import Phantom, gauss_newton, jacobian_preconditioner, laplace_covariance, simulate
     from invprob.solvers.samplers import MLA
 
     layout = eit.ElectrodeLayout.uniform(16, 0.5, first_angle=math.pi, clockwise=True)
     coarse, fine = eit.disk_mesh(1.0, layout, h=h), eit.disk_mesh(1.0, layout, h=h / 2)
     sim = simulate(fine, Phantom.two_inclusions(), noise=0.01, seed=1)
-    op = eit.EIT(coarse, sim["data"].protocol, 0.011, cache_size=64)
+    op = eit.EIT(coarse, sim.data.protocol, 0.011, cache_size=64)
     prior = MeshGaussian(MeshGraph.from_mesh(coarse), 10.0, length_scale=0.3, uniform_variance=True)
-    post = EITPosterior(LogConductivityForward(op), torch.tensor(sim["data"].data), sim["noise_std"], prior)
+    post = EITPosterior(LogConductivityForward(op), torch.tensor(sim.data.data), sim.noise_std, prior)
     t0 = time.perf_counter()
     r = gauss_newton(post, torch.zeros(1, coarse.n_cells, dtype=torch.float64))
     sd = laplace_covariance(post, r.x)
     M = jacobian_preconditioner(post, r.x, kind="posterior", c=1e-3)
     L = preconditioned_lipschitz(post, r.x, M)
-    res = _with_lipschitz(MLA(preconditioner=M, step=step / L), L).run(
+    res = MLA(preconditioner=M, step=step / L, lipschitz=L).run(
         post, n_particles=chains, n_iter=steps, burn_in=steps // 4, init=r.x, rng=0, progress=False
     )
     ratio = (res.std[0] / sd).numpy()
@@ -111,7 +104,7 @@ def main(argv=None) -> int:
 
     import invprob.operators.eit as eit
     from invprob.apps.eit_figures import result_figure, std_profile_figure
-    from invprob.apps.eit_recon import Phantom, ReconConfig, reconstruct, relative_errors, simulate
+    from invprob.solvers.eit import Phantom, ReconConfig, reconstruct, relative_errors, simulate
 
     FIG.mkdir(exist_ok=True)
     layout = eit.ElectrodeLayout.uniform(16, 0.5, first_angle=math.pi, clockwise=True)  # pyEIT's electrode positions
@@ -128,16 +121,16 @@ def main(argv=None) -> int:
         cfg = ReconConfig(method="pbrwp", prior="gaussian", n_particles=args.particles, n_iter=args.iters, seed=0)
         t0 = time.perf_counter()
         res = reconstruct(
-            sim["data"],
+            sim.data,
             coarse,
             cfg,
-            reference=sim["reference"],
+            reference=sim.reference,
             truth=truth,
             radius=1.0,
             log=lambda m: print("  " + m, flush=True),
         )
         wall = time.perf_counter() - t0
-        pe, pinfo = pyeit_gn(sim["data"].data, sim["reference"].data, coarse)
+        pe, pinfo = pyeit_gn(sim.data.data, sim.reference.data, coarse)
         e = res.info["errors"]
         pe_err = relative_errors(pe, truth, coarse.areas)
         r = np.linalg.norm(coarse.centroids, axis=1)

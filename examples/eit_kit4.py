@@ -33,8 +33,9 @@ def main(argv=None) -> int:
 
     import invprob.operators.eit as eit
     from invprob.apps.eit_figures import panel_figure
-    from invprob.apps.eit_recon import ReconConfig, estimate_noise_reciprocity, reconstruct
     from invprob.results import atomic_write_json
+    from invprob.solvers.eit import ReconConfig, reconstruct
+    from invprob.tuning import estimate_noise_reciprocity
 
     data_dir = Path(args.data) if args.data else eit.kit4_data_dir()
     files = sorted(data_dir.glob("datamat_*.mat"))
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
     R, layout = eit.kit4_layout()
     mesh = eit.disk_mesh(R, layout, h=args.h * R)
     ref = eit.load_kit4(data_dir / "datamat_1_0.mat")
-    noise, pairs = estimate_noise_reciprocity(ref)
+    rec = estimate_noise_reciprocity(ref)
+    noise, pairs = rec.std, rec.n_pairs
     fit = eit.fit_homogeneous(eit.EIT(mesh, ref.protocol, 0.01), ref.data)
     background = {"sigma": fit.sigma, "contact_impedance": fit.contact_impedance}
     print(

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
 
     import invprob.operators.eit as eit
     from invprob.apps.eit_figures import result_figure, std_profile_figure
-    from invprob.apps.eit_recon import Phantom, ReconConfig, reconstruct, simulate
+    from invprob.solvers.eit import Phantom, ReconConfig, reconstruct, simulate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -33,10 +33,10 @@ def main(argv=None) -> int:
         sim = simulate(fine, ph, noise=0.01, seed=1)
         truth = coarse.cell_values(ph)
         res = reconstruct(
-            sim["data"],
+            sim.data,
             coarse,
             ReconConfig(method=args.method),
-            reference=sim["reference"],
+            reference=sim.reference,
             truth=truth,
             radius=1.0,
             log=lambda m: print("  " + m, flush=True),

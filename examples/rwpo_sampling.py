@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = RWPOTransformer(RWPOConfig(dim=2, n_blocks=6, hidden=32, attention="l1", lambda_=2.0, h=0.1, T=0.3,
                                        base_std=1.5))
-    cfg = TrainConfig(steps=args.steps, lr=1e-2, n_particles=64, logdet="joint", seed=args.seed,
+    cfg = TrainConfig(n_iter=args.steps, lr=1e-2, n_particles=64, logdet="joint", seed=args.seed,
                       eval_every=max(1, args.steps // 3), eval_samples=1024, checkpoint_every=0)
     res = train_generative(model, target, cfg)
     print(f"kNN KL to the target: {res.history['kl_knn'][-1]:.4f}, sliced W1: {res.history['sw1'][-1]:.4f}")

@@ -8,6 +8,36 @@ import torch
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite positive (or, with ``allow_zero``, non-negative) float.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : float
+        What was passed.
+    allow_zero : bool
+        Accept ``0``.
+
+    Returns
+    -------
+    float
+        ``float(value)``.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``name`` when ``value`` is not a number, not finite or not positive.
+
+    Examples
+    --------
+    >>> check_positive("step", 0.5)
+    0.5
+    >>> check_positive("step", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: step must be a finite positive number, got 0
+    """
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -19,6 +49,27 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself when it is a floating-point tensor with only finite values, else a one-line ValueError.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    x : torch.Tensor
+        The tensor to check (this reads it on the host once: keep it out of iteration loops).
+
+    Returns
+    -------
+    torch.Tensor
+        ``x``, unchanged.
+
+    Examples
+    --------
+    >>> check_finite("y", torch.tensor([1.0, float("nan")]))
+    Traceback (most recent call last):
+    ...
+    ValueError: y contains 1 NaN or Inf value(s)
+    """
     if not torch.is_tensor(x):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
@@ -29,8 +80,28 @@ def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def as_image_batch(name: str, x, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Return ``x`` as a ``(B, C, H, W)`` tensor; accepts ``(H, W)``, ``(C, H, W)`` and ``(B, C, H, W)``."""
+def as_image_batch(name: str, x: torch.Tensor, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``x`` as a ``(B, C, H, W)`` tensor; accepts ``(H, W)``, ``(C, H, W)`` and ``(B, C, H, W)`` (views, no copy).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    x : torch.Tensor
+        The image or batch.
+    image_shape : tuple of int, optional
+        The trailing dimensions ``x`` must have.
+
+    Returns
+    -------
+    torch.Tensor
+        A 4-D view of ``x``.
+
+    Examples
+    --------
+    >>> as_image_batch("x", torch.zeros(5, 7)).shape
+    torch.Size([1, 1, 5, 7])
+    """
     if not torch.is_tensor(x):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim == 2:
@@ -47,5 +118,11 @@ def as_image_batch(name: str, x, image_shape: tuple[int, ...] | None = None) -> 
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Inner product per batch item: ``(B, ...) x (B, ...) -> (B,)``."""
+    """Inner product per batch item: ``(B, ...) x (B, ...) -> (B,)``.
+
+    Examples
+    --------
+    >>> batch_dot(torch.ones(2, 3), torch.arange(6.0).reshape(2, 3))
+    tensor([ 3., 12.])
+    """
     return (a * b).flatten(1).sum(1)

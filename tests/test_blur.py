@@ -19,18 +19,19 @@ KERNELS = {
     "random_rect": lambda: torch.rand(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)),
 }
 SHAPES = [(1, 17, 23), (3, 16, 21)]  # grey and colour, non-square, odd/even sides
+FRAME = ("circular", "zero", "reflect", "replicate")  # the models whose domain is the observed frame
 
 
 def _rand(shape, seed, device):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
 
 
-def _dense(op: Blur, shape) -> torch.Tensor:
-    """Matrix of the operator on one channel, built column by column from basis images."""
-    H, W = shape
+def _dense(op: Blur) -> torch.Tensor:
+    """Matrix of the operator on one channel, built column by column from basis images of its domain."""
+    H, W = op.domain_shape[-2:]
     n = H * W
     basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, H, W)
-    return op.A(basis).reshape(n, n).T
+    return op.A(basis).reshape(n, -1).T
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
@@ -38,8 +39,8 @@ def _dense(op: Blur, shape) -> torch.Tensor:
 @pytest.mark.parametrize("shape", SHAPES)
 def test_adjoint_dot_and_autograd(boundary, kname, shape, device):
     op = Blur(KERNELS[kname](), shape, boundary=boundary)
-    x = _rand((2, *shape), 0, device)
-    y = _rand((2, *shape), 1, device)
+    x = _rand((2, *op.domain_shape), 0, device)
+    y = _rand((2, *op.range_shape), 1, device)
     norm_a = op.norm_squared() ** 0.5
     lhs = (op.A(x) * y).sum()
     rhs = (x * op.A_adjoint(y)).sum()
@@ -50,10 +51,11 @@ def test_adjoint_dot_and_autograd(boundary, kname, shape, device):
     assert float((g - op.A_adjoint(y)).norm()) / (norm_a * float(y.norm())) < 1e-13
     # the normal operator is the composition
     assert float((op.A_adjoint_A(x) - op.A_adjoint(op.A(x))).norm()) / float(x.norm()) < 1e-13
-    assert op.A(x).shape == x.shape and op.A(x).device == x.device
+    assert op.A(x).shape == y.shape and op.A(x).device == x.device
+    assert op.A_adjoint(y).shape == x.shape
 
 
-@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("boundary", FRAME)
 @pytest.mark.parametrize("kname", ["gauss_odd", "motion", "random_rect"])
 def test_boundary_semantics_match_scipy(boundary, kname):
     # an independent implementation: scipy.ndimage.convolve (odd kernels: same centre convention)
@@ -71,12 +73,15 @@ def test_boundary_semantics_match_scipy(boundary, kname):
 def test_dense_norm_and_solve_normal(boundary):
     shape = (14, 11)
     op = Blur(motion_kernel(5, 20), shape, boundary=boundary)
-    A = _dense(op, shape)
+    A = _dense(op)
     ata = A.T @ A
     lam_max = float(torch.linalg.eigvalsh(ata)[-1])
-    assert abs(op.norm_squared() - lam_max) <= 1e-9 * lam_max
+    if boundary in FRAME:
+        assert abs(op.norm_squared() - lam_max) <= 1e-9 * lam_max
+    else:  # the extended-grid circulant norm: an upper bound
+        assert lam_max <= op.norm_squared() * (1 + 1e-12)
     # the solve against the dense inverse, colour batch
-    v = _rand((2, 3, *shape), 5, "cpu")
+    v = _rand((2, 3, *op.domain_shape[-2:]), 5, "cpu")
     c = 0.05
     x = op.solve_normal(v, c)
     ref = torch.linalg.solve(ata + c * torch.eye(ata.shape[0], dtype=torch.float64), v.reshape(6, -1).T).T
@@ -88,7 +93,7 @@ def test_dense_norm_and_solve_normal(boundary):
 def test_solve_normal_residual(boundary, c, device, cameraman64):
     img = cameraman64[::2, 1::2]
     op = Blur(gaussian_kernel(1.5), (32, 32), boundary=boundary)
-    v = torch.stack([img, img.flip(0)])[:, None].to(device)
+    v = op.extend(torch.stack([img, img.flip(0)])[:, None].to(device))
     x = op.solve_normal(v, c)
     res = op.A_adjoint_A(x) + c * x - v
     assert float(res.norm() / v.norm()) < 1e-6
@@ -162,17 +167,17 @@ def test_blur_validation():
         op.solve_normal(torch.zeros(1, 1, 16, 16), 0.0)
     with pytest.raises(ValueError, match="c"):
         Blur(k, (16, 16)).solve_normal(torch.zeros(1, 1, 16, 16), -1.0)
-    with pytest.raises(ValueError, match="fourier_symbol"):
-        op.fourier_symbol()
+    assert op.fourier_symbol() is None and op.fourier_majorant() is None and not op.is_circulant
 
 
 @pytest.mark.cuda
 def test_cuda_matches_cpu():
     for boundary in BOUNDARIES:
         op = Blur(motion_kernel(7, 15), (3, 33, 40), boundary=boundary)
-        x = _rand((2, 3, 33, 40), 0, "cpu")
+        x = _rand((2, *op.domain_shape), 0, "cpu")
+        y = _rand((2, *op.range_shape), 1, "cpu")
         assert torch.allclose(op.A(x.cuda()).cpu(), op.A(x), atol=1e-12)
-        assert torch.allclose(op.A_adjoint(x.cuda()).cpu(), op.A_adjoint(x), atol=1e-12)
+        assert torch.allclose(op.A_adjoint(y.cuda()).cpu(), op.A_adjoint(y), atol=1e-12)
         assert torch.allclose(op.solve_normal(x.cuda(), 0.1).cpu(), op.solve_normal(x, 0.1), atol=1e-9)
 
 
@@ -187,3 +192,71 @@ def test_solve_normal_cg_warns_when_unconverged_and_float32_default_converges():
         x = op.solve_normal(v, 0.01)
     res = op.A_adjoint_A(x) + 0.01 * x - v
     assert float(res.norm() / v.norm()) < 1e-4
+
+
+# ---------------------------------------------------------------------- the boundary-free models
+def _circular_on_extended(k, x):
+    """Reference: the circular blur on the extended grid, written out (FFT of the rolled, zero-padded PSF)."""
+    kh, kw = k.shape
+    He, We = x.shape[-2:]
+    pad = torch.zeros(He, We, dtype=torch.float64)
+    pad[:kh, :kw] = k
+    pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+    return torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(pad), s=(He, We))
+
+
+@pytest.mark.parametrize("kname", list(KERNELS))
+def test_valid_and_free_match_their_formulas(kname):
+    shape = (2, 17, 22)
+    valid = Blur(KERNELS[kname](), shape, boundary="valid")
+    free = Blur(KERNELS[kname](), shape, boundary="free")
+    kh, kw = valid.kernel.shape
+    ph, pw = kh // 2, kw // 2
+    assert valid.domain_shape == free.domain_shape == free.range_shape == (2, 17 + 2 * ph, 22 + 2 * pw)
+    assert valid.range_shape == shape
+    x = _rand((3, *valid.domain_shape), 0, "cpu")
+    full = _circular_on_extended(valid.kernel, x)
+    centre = (..., slice(ph, ph + 17), slice(pw, pw + 22))
+    # valid: circular blur on the extended grid, then crop to the frame
+    assert float((valid.A(x) - full[centre]).abs().max()) < 1e-13
+    # free: the same blur, masked outside the frame
+    mask = torch.zeros(valid.domain_shape[-2:], dtype=torch.float64)
+    mask[centre[1:]] = 1
+    assert float((free.A(x) - mask * full).abs().max()) < 1e-13
+    # the frame helpers
+    y = _rand((3, *shape), 1, "cpu")
+    assert torch.equal(free.pad_data(y), torch.nn.functional.pad(y, (pw, pw, ph, ph)))
+    assert torch.equal(valid.pad_data(y), y)
+    ext = free.extend(y)
+    assert torch.equal(ext, torch.nn.functional.pad(y, (pw, pw, ph, ph), mode="replicate"))
+    assert torch.equal(free.crop(ext), y) and torch.equal(valid.crop(ext), y)
+    # the adjoint of valid is the adjoint of the blur applied to the zero-padded data
+    assert float((valid.A_adjoint(y) - free.A_adjoint(free.pad_data(y))).abs().max()) < 1e-13
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_fourier_symbol_and_majorant(boundary):
+    op = Blur(motion_kernel(6, 30), (2, 15, 18), boundary=boundary)
+    assert (op.fourier_symbol() is not None) == (boundary == "circular") == op.is_circulant
+    K = op.fourier_majorant()
+    if boundary not in ("circular", "valid", "free"):
+        assert K is None
+        return
+    if boundary == "circular":
+        assert torch.equal(K, op.fourier_symbol())
+    H, W = op.domain_shape[-2:]
+    assert K.shape == (H, W // 2 + 1) and K.dtype == torch.complex128
+    assert op.fourier_majorant(torch.float32).dtype == torch.complex64
+    # ||A x||^2 <= ||K x||^2 for random x and for the top eigenvector of A^T A (Loewner order)
+    x = _rand((8, *op.domain_shape), 2, "cpu")
+    Kx = torch.fft.irfft2(torch.fft.rfft2(x) * K, s=(H, W))
+    lhs = op.A(x).pow(2).sum(dim=(1, 2, 3))
+    rhs = Kx.pow(2).sum(dim=(1, 2, 3))
+    assert bool((lhs <= rhs * (1 + 1e-12)).all())
+    assert op.norm_squared() == pytest.approx(float((K.abs() ** 2).max()), rel=1e-15)
+
+
+def test_base_operator_declares_nothing():
+    wrapped = as_operator(type("P", (), {"A": lambda s, x: x, "A_adjoint": lambda s, y: y})(), (1, 4, 4))
+    assert wrapped.fourier_symbol() is None and wrapped.fourier_majorant() is None and not wrapped.is_circulant
+    assert wrapped.range_shape == wrapped.domain_shape == (1, 4, 4)

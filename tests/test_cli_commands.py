@@ -16,8 +16,8 @@ from skimage import data
 from skimage.transform import resize
 
 from invprob.apps.cli import main
-from invprob.apps.deblur import DEFAULT_METHOD, parse_psf
-from invprob.operators import Blur
+from invprob.operators import Blur, kernel_from_spec
+from invprob.solvers.deblur import DEFAULT_METHOD
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_blur_npy_is_exact_blur_plus_seeded_noise(clean, tmp_path, capsys):
     y = np.load(out)
     assert y.shape == (40, 56, 3) and y.dtype == np.float64
     x = iio.imread(clean) / 255.0
-    k, _ = parse_psf("motion:5,45")
+    k = kernel_from_spec("motion:5,45").kernel
     ax = Blur(k, (3, 40, 56)).A(torch.tensor(np.moveaxis(x, -1, 0))[None])[0].numpy()
     noise = y - np.moveaxis(ax, 0, -1)
     assert abs(noise.std() - 0.02) < 0.002 and abs(noise.mean()) < 0.002
@@ -154,7 +154,7 @@ def test_broken_plugin_does_not_break_the_cli(monkeypatch, capsys, tmp_path):
 
 
 def test_unexpected_error_is_one_line_exit_1(monkeypatch, capsys, tmp_path):
-    import invprob.apps.deblur as deblur_mod
+    import invprob.solvers.deblur as deblur_mod
 
     def boom(*a, **k):
         raise FloatingPointError("non-finite particles at iteration 7")
@@ -185,3 +185,45 @@ def test_each_sampler_runs_through_the_cli(method, tmp_path):
     assert s["method"] == method and s["uncertainty"]["estimator"]
     with np.load(out / "result.npz") as z:
         assert z["mean"].shape == z["std"].shape == (1, 40, 48) and np.isfinite(z["std"]).all()
+
+
+# ------------------------------------------------------------------------------------------------------ --device
+def _device_cases(tmp_path):
+    img = np.rint(resize(data.camera(), (32, 32)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "in.png", img)
+    common = ["--psf", "gaussian:1", "--quiet"]
+    return {
+        "deblur": ["deblur", str(tmp_path / "in.png"), *common, "--noise-std", "0.01", "--weight", "5",
+                   "--method", "map", "--out", str(tmp_path / "d")],
+        "blur": ["blur", str(tmp_path / "in.png"), *common, "--noise-std", "0.01", "--out", str(tmp_path / "b.npy")],
+        "demo": ["demo", "--size", "32", *common, "--method", "map", "--weight", "5", "--out", str(tmp_path / "m")],
+    }
+
+
+@pytest.mark.parametrize("command", ["deblur", "blur", "demo"])
+@pytest.mark.parametrize("device", ["cuda:1", "tpu"])
+def test_bad_device_is_one_line_exit_2(command, device, tmp_path, capsys):
+    if device == "cuda:1" and torch.cuda.device_count() > 1:
+        pytest.skip("cuda:1 exists here")
+    argv = _device_cases(tmp_path)[command] + ["--device", device]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device" in err and "Traceback" not in err, err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "m").exists() and not (tmp_path / "b.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["deblur", "blur", "demo"])
+def test_device_cpu_reaches_the_computation(command, tmp_path):
+    assert main(_device_cases(tmp_path)[command] + ["--device", "cpu"]) == 0
+    if command != "blur":
+        out = tmp_path / ("d" if command == "deblur" else "m")
+        assert json.loads((out / "summary.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("command", ["deblur", "blur", "demo"])
+def test_device_cuda0_reaches_the_computation(command, tmp_path):
+    assert main(_device_cases(tmp_path)[command] + ["--device", "cuda:0"]) == 0
+    if command != "blur":
+        out = tmp_path / ("d" if command == "deblur" else "m")
+        assert json.loads((out / "summary.json").read_text())["device"] == "cuda:0"

@@ -289,7 +289,7 @@ def test_ctrl_c_during_map_writes_partial_result(error_dir, monkeypatch, capsys)
 def test_ctrl_c_during_sampling_writes_moments_so_far(error_dir, monkeypatch):
     import torch
 
-    import invprob.apps.deblur as deblur_mod
+    import invprob.solvers.deblur as deblur_mod
 
     class FakeSampler:
         def run(self, posterior, *, n_particles, n_iter, callback=None, init=None, **kw):
@@ -357,10 +357,10 @@ def _validate_without_sampler_check(mod):
 def test_free_boundary_operator_adjoint_and_norm():
     import torch
 
-    from invprob.apps.deblur import FreeBoundaryBlur, parse_psf
+    from invprob.operators import Blur, kernel_from_spec
 
-    k, _ = parse_psf("motion:7,20")
-    op = FreeBoundaryBlur(k, (2, 20, 27))
+    k = kernel_from_spec("motion:7,20").kernel
+    op = Blur(k, (2, 20, 27), boundary="free")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, *op.domain_shape, generator=g, dtype=torch.float64)
     y = torch.randn(3, *op.domain_shape, generator=g, dtype=torch.float64)
@@ -377,11 +377,10 @@ def test_free_boundary_default_on_the_frame_of_a_larger_scene(tmp_path):
     """Real photos are not periodic: the default free boundary must deblur them, where circular fails badly."""
     import torch
 
-    from invprob.apps.deblur import parse_psf
-    from invprob.operators import Blur
+    from invprob.operators import Blur, kernel_from_spec
 
     scene = resize(data.astronaut() / 255.0, (96, 112, 3), anti_aliasing=True)
-    k, _ = parse_psf("motion:7,30")
+    k = kernel_from_spec("motion:7,30").kernel
     blurred = Blur(k, (3, 96, 112)).A(torch.tensor(np.moveaxis(scene, -1, 0))[None])[0].numpy()
     frame = (slice(None), slice(16, 80), slice(16, 96))
     y = np.moveaxis(blurred[frame], 0, -1) + 0.01 * np.random.default_rng(0).standard_normal((64, 80, 3))
@@ -401,9 +400,9 @@ def test_free_boundary_default_on_the_frame_of_a_larger_scene(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".npy", ".png", ".tif"])
 def test_psf_from_a_file(images, tmp_path, suffix):
-    from invprob.apps.deblur import parse_psf
+    from invprob.operators import kernel_from_spec
 
-    k = parse_psf("gaussian:1.2")[0].numpy()
+    k = kernel_from_spec("gaussian:1.2").kernel.numpy()
     path = tmp_path / f"psf{suffix}"
     if suffix == ".npy":
         np.save(path, k)

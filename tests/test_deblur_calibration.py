@@ -1,6 +1,6 @@
 """The std map that ``invprob deblur`` writes by default, against a reference chain on the same posterior.
 
-The CLI's default model is the free-boundary blur (:class:`invprob.apps.deblur.FreeBoundaryBlur`), whose
+The CLI's default model is the free-boundary blur (``invprob.operators.Blur(..., boundary="free")``), whose
 ``A^T A`` is not circulant; its PBRWP preconditioner is the posterior-like Fourier stand-in
 ``(K^T K / sigma^2 + kappa D^T D + c)^{-1}`` of the unmasked blur. Cameraman frame 48x48, Gaussian PSF 1.5,
 noise 0.01, TV weight 7.5 with the CLI's sampling eps. Measured when written (reference: 16 MLA chains x
@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from invprob import Posterior
-from invprob.apps.deblur import SAMPLER_DEFAULTS, TV_SAMPLING_EPS, FreeBoundaryBlur, _free_preconditioner, make_prior
+from invprob.calibration import calibration_status
 from invprob.operators import Blur, gaussian_kernel
 from invprob.results import PosteriorResult
+from invprob.solvers.deblur import SAMPLER_DEFAULTS, TV_SAMPLING_EPS, make_prior
 from invprob.solvers.map import map_estimate
-from invprob.solvers.samplers import MLA, PBRWP
+from invprob.solvers.samplers import MLA, PBRWP, posterior_preconditioner
 from invprob.solvers.samplers.uncertainty import calibration_report
 
 
@@ -37,10 +38,10 @@ def free_tv_problem():
                          dtype=torch.float32)
     blurred = Blur(k, (n + 2 * m, n + 2 * m)).A(scene[None, None])[..., m:-m, m:-m]
     y = blurred + 0.01 * torch.randn(blurred.shape, generator=torch.Generator().manual_seed(0))
-    op = FreeBoundaryBlur(k, (1, n, n))
-    post = Posterior(op, op.pad(y), 0.01, make_prior("tv", 7.5, eps=TV_SAMPLING_EPS))
-    x_map = map_estimate(post, method="fista", x0=op.pad(y, "replicate"), max_iter=500).x
-    m_post = _free_preconditioner(op, post.prior, 0.01, x_map)
+    op = Blur(k, (1, n, n), boundary="free")
+    post = Posterior(op, op.pad_data(y), 0.01, make_prior("tv", 7.5, eps=TV_SAMPLING_EPS))
+    x_map = map_estimate(post, method="fista", x0=op.extend(y), max_iter=500).x
+    m_post = posterior_preconditioner(post, x_ref=x_map)
     ref = MLA(preconditioner=m_post, step_scale=0.25).run(post, n_particles=16, n_iter=3000, burn_in=600, rng=1,
                                                           init=x_map, progress=False, keep_samples=400)
     yield op, post, x_map, m_post, ref
@@ -73,28 +74,48 @@ def test_normal_equation_preconditioner_empties_the_prior_band(free_tv_problem):
     """Why the CLI builds the prior's curvature into M: without it the kernel mixture misses the mid band."""
     op, post, x_map, _, ref = free_tv_problem
     n, k = SAMPLER_DEFAULTS["pbrwp"]
-    res = PBRWP(preconditioner=op.preconditioner(0.01)).run(post, n_particles=n, n_iter=k, rng=0, init=x_map,
+    res = PBRWP(preconditioner=posterior_preconditioner(post)).run(post, n_particles=n, n_iter=k, rng=0, init=x_map,
                                                             progress=False, keep_samples=400)
     bands = _report(op, res, ref)["band_ratios"]
     assert bands[1] < 0.4 and bands[2] > 1.3, bands
 
 
-def test_calibration_status_claims_only_measured_configurations():
-    from invprob.apps.deblur import calibration_status
+def _status(method, prior, boundary):
+    return calibration_status("deblur", method=method, prior=prior, boundary=boundary)
 
-    assert calibration_status("pbrwp", "tv", "free").startswith("measured")
-    assert calibration_status("pbrwp", "tv", "circular").startswith("measured")
-    assert calibration_status("pbrwp", "gaussian", "circular").startswith("measured")
+
+def test_calibration_status_claims_only_measured_configurations():
+    for method, prior, boundary in [("pbrwp", "tv", "free"), ("mla", "tv", "free"), ("pbrwp", "tv", "circular"),
+                                    ("pbrwp", "gaussian", "circular")]:
+        assert _status(method, prior, boundary).startswith("measured: "), (method, prior, boundary)
+        assert "benchmarks/" not in _status(method, prior, boundary)  # no path into a folder that is not installed
     for method, prior, boundary in [("pbrwp", "gaussian", "free"), ("pbrwp", "l1", "free"), ("myula", "tv", "free"),
                                     ("pbrwp", "tv", "reflect"), ("mla", "tv", "circular")]:
-        assert calibration_status(method, prior, boundary) == "unmeasured", (method, prior, boundary)
+        assert _status(method, prior, boundary) == "unmeasured", (method, prior, boundary)
+    assert calibration_status("no-such-problem", method="pbrwp") == "unmeasured"
+
+
+def test_calibration_data_ships_as_package_data():
+    import json
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from invprob.calibration import calibration_entries
+
+    raw = json.loads(resources.files("invprob.data.calibration").joinpath("deblur.json").read_text("utf-8"))
+    assert raw["problem"] == "deblur" and len(raw["entries"]) == 4
+    assert calibration_entries("deblur") == [{"key": dict(sorted(e["key"].items())), "where": e["where"]}
+                                             for e in raw["entries"]]
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "*.json" in pyproject["tool"]["setuptools"]["package-data"]["invprob.data.calibration"]
 
 
 @pytest.mark.parametrize(("prior", "measured"), [("tv", True), ("l1", False)])
 def test_deblur_reports_and_warns_about_calibration(prior, measured):
     import numpy as np
 
-    from invprob.apps.deblur import DeblurConfig, deblur
+    from invprob.solvers.deblur import DeblurConfig, deblur
 
     y = np.random.default_rng(0).random((1, 32, 32))
     notes = []

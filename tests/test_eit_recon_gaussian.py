@@ -12,12 +12,12 @@ import torch
 
 eit = pytest.importorskip("invprob.operators.eit", reason="needs DOLFINx")
 
+from invprob.eit_posterior import EITPosterior, preconditioned_lipschitz  # noqa: E402
+from invprob.linalg import preconditioned_power_iteration  # noqa: E402
+from invprob.operators.eit import LinearizedForward, LogConductivityForward  # noqa: E402
+from invprob.potential import Potential  # noqa: E402
 from invprob.priors.mesh import MeshGaussian, MeshGraph  # noqa: E402
-from invprob.solvers.eit_map import (  # noqa: E402
-    EITPosterior,
-    LinearizedForward,
-    LogConductivityForward,
-    _with_lipschitz,
+from invprob.solvers.eit import (  # noqa: E402
     gauss_newton,
     jacobian_preconditioner,
     laplace_covariance,
@@ -85,18 +85,16 @@ def test_linearised_gaussian_pbrwp_kernel_std_is_calibrated():
     sd = cov.diagonal().sqrt()
     M = jacobian_preconditioner(post, mu[None], kind="posterior", c=1e-3)
     T = 0.9
-    smp = _with_lipschitz(
-        PBRWP(
-            M,
-            T=T,
-            step=0.5,
-            uncertainty="kernel-langevin",
-            kernel_steps=80,
-            kernel_burn_in=20,
-            logz="surrogate",
-            kernel_noise="exact-quadratic",
-        ),
-        1.0,
+    smp = PBRWP(
+        M,
+        T=T,
+        step=0.5,
+        uncertainty="kernel-langevin",
+        kernel_steps=80,
+        kernel_burn_in=20,
+        logz="surrogate",
+        kernel_noise="exact-quadratic",
+        lipschitz=1.0,
     )
     res = smp.run(post, n_particles=24, n_iter=20, init=mu[None], rng=0, progress=False)
     ratio = (res.std[0] / sd).numpy()
@@ -113,7 +111,7 @@ def test_linearised_gaussian_mla_std():
     mesh, post, mu, cov = _linear_case()
     sd = cov.diagonal().sqrt()
     M = jacobian_preconditioner(post, mu[None], kind="posterior", c=1e-3)
-    res = _with_lipschitz(MLA(preconditioner=M, step=0.1), 1.0).run(
+    res = MLA(preconditioner=M, step=0.1, lipschitz=1.0).run(
         post, n_particles=24, n_iter=120, burn_in=20, init=mu[None], rng=0, progress=False
     )
     ratio = (res.std[0] / sd).numpy()
@@ -151,3 +149,42 @@ def test_bad_inputs():
         LogConductivityForward(object())
     with pytest.raises(ValueError, match="kind"):
         jacobian_preconditioner(post, torch.zeros(1, mesh.n_cells, dtype=torch.float64), kind="bogus")
+
+
+def test_posterior_is_a_potential_with_fused_value_and_grad():
+    mesh, fwd, y, sig, prior = _setup()
+    post = EITPosterior(fwd, y, sig, prior)
+    assert isinstance(post, Potential) and post.event_shape == (mesh.n_cells,) and post.lipschitz() is None
+    theta = 0.1 * torch.randn(3, mesh.n_cells, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    f, g, dg = post.value_and_grad(theta)
+    torch.testing.assert_close(f, post.fn(theta), rtol=0, atol=0)
+    torch.testing.assert_close(g, post.grad(theta), rtol=0, atol=0)
+    torch.testing.assert_close(dg, post.data_grad(theta), rtol=0, atol=0)
+    f2, g2, _ = post.value_and_grad(theta, need_fn=False)
+    assert f2 is None and torch.equal(g2, g)
+
+
+def _old_preconditioned_lipschitz(post, theta, precond, n_iter=8, eps=1e-4, seed=0):
+    """The loop the EIT pipeline used before it called invprob.linalg.preconditioned_power_iteration."""
+    g0 = post.grad(theta)
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(theta.shape, generator=gen, dtype=torch.float64)
+    lam = 1.0
+    for _ in range(n_iter):
+        nv = float((v * precond.inv_apply(v)).sum().sqrt())
+        v = v * (eps / nv)
+        w = precond.apply(post.grad(theta + v) - g0)
+        lam = float((w * precond.inv_apply(v)).sum() / (v * precond.inv_apply(v)).sum())
+        v = w
+    return abs(lam)
+
+
+def test_preconditioned_lipschitz_is_the_shared_power_iteration():
+    mesh, fwd, y, sig, prior = _setup()
+    post = EITPosterior(fwd, y, sig, prior)
+    theta = torch.zeros(1, mesh.n_cells, dtype=torch.float64)
+    M = jacobian_preconditioner(post, theta, kind="posterior", c=1.0)
+    L = preconditioned_lipschitz(post, theta, M)
+    assert L == _old_preconditioned_lipschitz(post, theta, M)
+    assert L == preconditioned_power_iteration(post.grad, theta, M, n_iter=8, eps=1e-4, seed=0)
+    assert math.isfinite(L) and L > 0

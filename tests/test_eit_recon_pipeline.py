@@ -12,14 +12,14 @@ import pytest
 
 eit = pytest.importorskip("invprob.operators.eit", reason="needs DOLFINx")
 
-from invprob.apps.eit_recon import (  # noqa: E402
+from invprob.solvers.eit import (  # noqa: E402
     Phantom,
     ReconConfig,
-    estimate_noise_reciprocity,
     reconstruct,
     relative_errors,
     simulate,
 )
+from invprob.tuning import estimate_noise_reciprocity  # noqa: E402
 
 
 @cache
@@ -36,9 +36,9 @@ def _sim(seed=1):
 
 def test_reciprocity_noise_estimate():
     sim = _sim()
-    est, pairs = estimate_noise_reciprocity(sim["reference"])
-    assert pairs == 104
-    assert abs(est / sim["noise_std"] - 1) < 0.2
+    est = estimate_noise_reciprocity(sim.reference)
+    assert est.n_pairs == 104
+    assert abs(est.std / sim.noise_std - 1) < 0.2
 
 
 @cache
@@ -49,7 +49,7 @@ def _result():
     return (
         coarse,
         truth,
-        reconstruct(sim["data"], coarse, ReconConfig(method="gn"), reference=sim["reference"], truth=truth, radius=1.0),
+        reconstruct(sim.data, coarse, ReconConfig(method="gn"), reference=sim.reference, truth=truth, radius=1.0),
     )
 
 
@@ -83,14 +83,14 @@ def test_std_larger_in_the_centre_than_near_electrodes():
 def test_difference_imaging_and_background_change_detection():
     coarse, fine = _meshes()
     sim = _sim()
-    res = reconstruct(sim["data"], coarse, ReconConfig(method="gn", difference=True), reference=sim["reference"])
+    res = reconstruct(sim.data, coarse, ReconConfig(method="gn", difference=True), reference=sim.reference)
     assert res.info["background_check"]["background_changed"] is False
     c = coarse.centroids
     assert np.median(res.map[np.hypot(c[:, 0] - 0.35, c[:, 1] - 0.3) < 0.15]) > 1.2
     # a frame whose whole background is 1.6x: detected
     bg = simulate(fine, Phantom(1.6), noise=0.01, seed=2)
     res2 = reconstruct(
-        bg["data"], coarse, ReconConfig(method="gn", difference=True, map_iter=2), reference=sim["reference"]
+        bg.data, coarse, ReconConfig(method="gn", difference=True, map_iter=2), reference=sim.reference
     )
     assert res2.info["background_check"]["background_changed"] is True
 
@@ -99,16 +99,16 @@ def test_bad_inputs():
     coarse, _ = _meshes()
     sim = _sim()
     with pytest.raises(ValueError, match="reference"):
-        reconstruct(sim["data"], coarse, ReconConfig(method="gn", difference=True))
+        reconstruct(sim.data, coarse, ReconConfig(method="gn", difference=True))
     with pytest.raises(ValueError, match="electrodes"):
-        reconstruct(sim["data"], eit.disk_mesh(1.0, 8, h=0.3), ReconConfig(method="gn"))
+        reconstruct(sim.data, eit.disk_mesh(1.0, 8, h=0.3), ReconConfig(method="gn"))
     with pytest.raises(ValueError, match="method"):
         ReconConfig(method="magic")
     with pytest.raises(ValueError, match="n_particles"):
         ReconConfig(n_particles=1)
     with pytest.raises(ValueError, match="truth"):
-        reconstruct(sim["data"], coarse, ReconConfig(method="gn"), truth=np.ones(3))
-    d = sim["data"]
+        reconstruct(sim.data, coarse, ReconConfig(method="gn"), truth=np.ones(3))
+    d = sim.data
     scrambled = eit.EITData(
         d.currents,
         d.measurements,
@@ -125,10 +125,10 @@ def test_pbrwp_pipeline_small():
     coarse, _ = _meshes()
     sim = _sim()
     res = reconstruct(
-        sim["data"],
+        sim.data,
         coarse,
         ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_steps=40),
-        reference=sim["reference"],
+        reference=sim.reference,
     )
     smp = res.info["sampler"]
     assert smp["sampler"] == "PBRWP" and smp["n_particles"] == 8
@@ -237,3 +237,49 @@ def test_cli_help_has_examples(capsys):
         assert _cli(["eit", sub, "--help"]) == 0
         out = capsys.readouterr().out
         assert "examples:" in out and f"invprob eit {sub}" in out
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "tpu"])
+def test_cli_device_reaches_the_computation_or_is_refused(tmp_path, capsys, device):
+    """--device is resolved before anything runs: an unavailable or unknown device is one line, exit 2."""
+    import torch
+
+    if device == "cuda:1" and torch.cuda.device_count() > 1:
+        pytest.skip("a second CUDA device exists here")
+    sim_dir = tmp_path / "sim"
+    assert _cli(["eit", "simulate", "--out", str(sim_dir), "--h", "0.15", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "rec"
+    argv = ["eit", "reconstruct", str(sim_dir / "data.npz"), "--out", str(out), "--device", device, "--quiet"]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--device" in err, err
+    assert not out.exists()
+    assert _cli(["eit", "simulate", "--out", str(tmp_path / "s2"), "--device", device, "--quiet"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_device_cpu_is_recorded(tmp_path):
+    sim_dir, rec_dir = tmp_path / "sim", tmp_path / "rec"
+    assert _cli(["eit", "simulate", "--out", str(sim_dir), "--h", "0.15", "--quiet"]) == 0
+    argv = ["eit", "reconstruct", str(sim_dir / "data.npz"), "--out", str(rec_dir), "--h", "0.25", "--method",
+            "pbrwp", "--particles", "4", "--iters", "3", "--device", "cpu", "--quiet", "--no-xdmf"]
+    assert _cli(argv) == 0
+    s = json.loads((rec_dir / "summary.json").read_text())
+    assert s["device"] == "cpu" and s["fem_device"] == "cpu (float64)"
+    assert s["sampler"]["n_particles"] == 4
+
+
+def test_reconstruct_sampler_on_the_gpu_matches_the_cpu():
+    """The particles on a CUDA device (finite elements on the CPU): same Laplace std, close sampler moments."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    coarse, _ = _meshes()
+    sim = _sim()
+    cfg = ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_steps=20)
+    cpu = reconstruct(sim.data, coarse, cfg, reference=sim.reference, device="cpu")
+    gpu = reconstruct(sim.data, coarse, cfg, reference=sim.reference, device="cuda")
+    np.testing.assert_allclose(gpu.std_laplace, cpu.std_laplace, rtol=1e-12)
+    np.testing.assert_allclose(gpu.theta_mean, cpu.theta_mean, rtol=0, atol=1e-6)

@@ -6,8 +6,8 @@ import sys
 CODE = """
 import sys
 import invprob, invprob.operators, invprob.priors, invprob.solvers
-heavy = [m for m in ("dolfinx", "matplotlib", "invprob.apps.cli", "invprob.operators.eit", "gmsh", "ufl")
-         if m in sys.modules]
+heavy = [m for m in ("dolfinx", "matplotlib", "invprob.apps", "invprob.apps.cli", "invprob.operators.eit", "gmsh",
+                     "ufl", "invprob.solvers.learned") if m in sys.modules]
 print(",".join(heavy))
 print(invprob.__version__)
 """
@@ -18,6 +18,13 @@ def test_import_is_light():
     heavy, version = out.stdout.split("\n")[:2]
     assert heavy == "", f"heavy modules imported by `import invprob`: {heavy}"
     assert version
+
+
+def test_learned_solvers_load_no_apps():
+    code = ("import sys, invprob.solvers.learned, invprob.solvers.learned.training; "
+            "print(','.join(m for m in sys.modules if m.startswith('invprob.apps') or m == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"invprob.solvers.learned imports {out.stdout.strip()}"
 
 
 def test_public_names():

@@ -102,7 +102,7 @@ def test_l1_haar_map_monotone_and_optimal_fixed_point():
     _assert_monotone(r.info["objective"])
     # fixed point of the prox-gradient map: the MAP optimality condition for a non-smooth prior
     step = r.info["step"]
-    fp = post.prior_prox(r.x - step * post.data_grad(r.x), step)
+    fp = post.prior.prox(r.x - step * post.data_grad(r.x), step)
     assert float((fp - r.x).norm() / r.x.norm()) < 1e-8
 
 

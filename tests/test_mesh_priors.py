@@ -58,6 +58,7 @@ def test_tv_value_and_adjoint(graph):
     "make",
     [
         lambda g: MeshTV(g, 0.5, eps=0.1),
+        lambda g: MeshTV(g, 0.5, eps=0.1, background=0.2, nugget=0.5),
         lambda g: MeshL1(g, 0.5, background=0.2, eps=0.1),
         lambda g: MeshGaussian(g, 2.0, mean=0.3, length_scale=0.2),
     ],
@@ -67,13 +68,14 @@ def test_gradient_taylor(graph, make):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, graph.n_cells, generator=gen, dtype=torch.float64)
     d = torch.randn(2, graph.n_cells, generator=gen, dtype=torch.float64)
-    f = prior.fn_smooth if hasattr(prior, "fn_smooth") else prior.fn
-    if isinstance(prior, MeshL1):
+    f = prior.fn_smooth
+    if isinstance(prior, MeshL1):  # the smoothing written out
 
         def f(z):
             dd = z - 0.2
             return 0.5 * ((dd * dd + 0.01).sqrt() * torch.as_tensor(graph.areas)).sum(1)
 
+        torch.testing.assert_close(f(x), prior.fn_smooth(x), rtol=1e-12, atol=0)
     res = _taylor(f, prior.grad, x, d)
     ratios = [res[i] / res[i + 1] for i in range(3)]
     assert all(3.5 < r < 4.5 for r in ratios), (res, ratios)
@@ -176,3 +178,74 @@ def test_gaussian_uniform_variance(graph):
     x = torch.randn(2, graph.n_cells, dtype=torch.float64)
     torch.testing.assert_close(prior.grad(x), x @ prior.precision(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(prior.fn(x), 0.5 * ((x @ prior.precision()) * x).sum(1), rtol=1e-10, atol=1e-12)
+
+
+PRIORS = {
+    "tv": lambda g: MeshTV(g, 0.3, prox_tol=1e-12, prox_max_iter=20000, warm_start=False),
+    "tv-shifted": lambda g: MeshTV(
+        g, 0.3, background=0.4, nugget=100.0, prox_tol=1e-12, prox_max_iter=20000, warm_start=False
+    ),
+    "l1": lambda g: MeshL1(g, 2.0, background=0.1),
+    "gaussian": lambda g: MeshGaussian(g, 1.5, mean=0.2, length_scale=0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRIORS))
+def test_prox_minimises_its_own_objective(graph, name):
+    """For every mesh prior (shifted/nugget variants included): prox(x) minimises fn(z) + ||z - x||^2 / (2 gamma)."""
+    prior = PRIORS[name](graph)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, graph.n_cells, generator=gen, dtype=torch.float64)
+    gamma = 0.8
+    p = prior.prox(x, gamma)
+
+    def obj(z):
+        return prior.fn(z) + (z - x).pow(2).sum(1) / (2 * gamma)
+
+    f_p = obj(p)
+    for scale in (1e-3, 1e-2, 1e-1):
+        for _ in range(5):
+            z = p + scale * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            assert bool((obj(z) >= f_p - 1e-10).all()), (name, scale)
+
+
+def test_shifted_tv_prox_subgradient_condition(graph):
+    """x - p - gamma nugget w (p - b) = D^T q with |q_e| <= gamma weight l_e, q_e = bound sign(Dp)_e on jumps."""
+    prior = PRIORS["tv-shifted"](graph)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, graph.n_cells, generator=gen, dtype=torch.float64)
+    gamma = 0.8
+    p = prior.prox(x, gamma)
+    q = prior.last_dual
+    lam = gamma * 0.3 * torch.as_tensor(graph.lengths)
+    w = torch.as_tensor(graph.areas / graph.areas.sum())
+    torch.testing.assert_close(x - p - gamma * 100.0 * w * (p - 0.4), graph.diff_adjoint(q), rtol=0, atol=1e-10)
+    assert bool((q.abs() <= lam * (1 + 1e-12)).all())
+    dp = graph.diff(p)
+    jump = dp.abs() > 1e-6
+    assert jump.any()
+    assert float((q - lam * dp.sign()).abs()[jump].max()) < 1e-5 * float(lam.max())
+    # the pull moves the prox: the plain TV prox is not the answer
+    plain = MeshTV(graph, 0.3, prox_tol=1e-12, prox_max_iter=20000, warm_start=False).prox(x, gamma)
+    assert float((plain - p).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(PRIORS))
+def test_declared_capabilities(graph, name):
+    """fn_smooth/grad pair, value_and_grad_smooth, lipschitz bounds the exact Hessian, no Fourier symbol."""
+    prior = PRIORS[name](graph)
+    if name != "gaussian":
+        prior.eps = 0.1
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(1, graph.n_cells, generator=gen, dtype=torch.float64)
+    f, g = prior.value_and_grad_smooth(x)
+    torch.testing.assert_close(f, prior.fn_smooth(x))
+    torch.testing.assert_close(g, prior.grad(x))
+    H = prior.hessian(x[0], kind="exact")
+    jac = torch.autograd.functional.jacobian(lambda z: prior.grad(z[None])[0], x[0])
+    torch.testing.assert_close(H, jac, rtol=1e-8, atol=1e-10)
+    Hm = prior.hessian(x[0], kind="majorizer")
+    assert float(torch.linalg.eigvalsh(Hm - H).min()) > -1e-10
+    assert float(torch.linalg.eigvalsh(H).max()) <= prior.lipschitz() * (1 + 1e-12)
+    assert prior.is_quadratic == (name == "gaussian")
+    assert prior.curvature_symbol(4, 4) is None

@@ -21,8 +21,8 @@ def test_posterior_gradient_taylor_gaussian_prior(boundary, kind, device):
     ratios, _ = taylor_ratios(post.fn, post.grad, x, v)
     assert bool(((ratios[-3:] - 4).abs() < 0.1).all()), ratios
     # the split terms add up
-    assert torch.allclose(post.fn(x), post.data_fidelity(x) + post.prior_fn(x), rtol=1e-14, atol=0)
-    assert torch.allclose(post.grad(x), post.data_grad(x) + post.prior_grad(x), rtol=1e-14, atol=1e-14)
+    assert torch.allclose(post.fn(x), post.data_fidelity(x) + post.prior.fn(x), rtol=1e-14, atol=0)
+    assert torch.allclose(post.grad(x), post.data_grad(x) + post.prior.grad(x), rtol=1e-14, atol=1e-14)
     assert tuple(post.fn(x).shape) == (2,)
 
 

@@ -286,3 +286,116 @@ def test_tv_prox_validation():
         GaussianPrior(1.0, kind="laplace")
     with pytest.raises(ValueError, match="gamma"):
         GaussianPrior(1.0).prox(torch.zeros(1, 1, 4, 4), -1.0)
+
+
+# ---------------------------------------------------------------------------------------------- prox optimality
+GRID_PRIORS = {
+    "tv": lambda: TV(0.3, eps=0.05, prox_tol=1e-10, prox_max_iter=5000, warm_start=False),
+    "l1-identity": lambda: L1(0.4),
+    "l1-haar": lambda: L1(0.4, "haar", levels=2),
+    "gauss-smoothness": lambda: GaussianPrior(0.8, "smoothness", mean=0.1),
+    "gauss-identity": lambda: GaussianPrior(0.8, "identity", mean=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRID_PRIORS))
+@pytest.mark.parametrize("gamma", [0.3, 1.7])
+def test_prox_minimises_its_own_objective(name, gamma):
+    """``p = prox(x, gamma)`` minimises ``fn(z) + ||z - x||^2 / (2 gamma)`` (the prior's exact ``fn``): no random
+    perturbation ``z = p + t d`` (small and large ``t``) does better. A prox that ignored part of ``fn`` (a nugget,
+    a shift) fails here."""
+    prior = GRID_PRIORS[name]()
+    x = randn((2, 1, 12, 10), 3)
+    p = prior.prox(x, gamma)
+
+    def objective(z):
+        return prior.fn(z) + (z - x).pow(2).flatten(1).sum(1) / (2 * gamma)
+
+    best = objective(p)
+    g = torch.Generator().manual_seed(7)
+    for t in (1e-4, 1e-2, 0.3):
+        for _ in range(20):
+            d = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            assert bool((objective(p + t * d) >= best - 1e-9 * (1 + best.abs())).all()), (name, t)
+
+
+@pytest.mark.parametrize("basis", ["identity", "haar"])
+def test_l1_prox_subgradient_condition_per_coefficient(basis):
+    """``(x - p) / gamma in weight * W^T sign(W p)``: per coefficient ``c = W p``, ``u = W (x - p) / gamma``:
+    ``u = weight sign(c)`` where ``c != 0`` and ``|u| <= weight`` where ``c = 0`` (0 on the unpenalised band)."""
+    prior, gamma = L1(0.4, basis, levels=2), 0.7
+    x = randn((3, 1, 12, 10), 5)
+    p = prior.prox(x, gamma)
+    c, u = prior.analysis(p), prior.analysis(x - p) / gamma
+    mask = prior._mask(c) if basis == "haar" else torch.ones_like(c)
+    w = prior.weight * mask
+    nz = c.abs() > 1e-12
+    torch.testing.assert_close(u[nz], (w * torch.sign(c))[nz], rtol=0, atol=1e-10)
+    assert bool((u[~nz].abs() <= w.expand_as(u)[~nz] + 1e-10).all())
+
+
+@pytest.mark.parametrize("kind", ["smoothness", "identity"])
+def test_gaussian_prox_gradient_condition_exact(kind):
+    """A smooth prior's prox satisfies ``(x - p) / gamma = grad fn(p)`` exactly."""
+    prior, gamma = GaussianPrior(0.8, kind, mean=0.1), 0.9
+    x = randn((2, 2, 9, 8), 4)
+    p = prior.prox(x, gamma)
+    torch.testing.assert_close((x - p) / gamma, prior.grad(p), rtol=1e-10, atol=1e-10)
+
+
+def test_tv_prox_subgradient_condition_by_dual_certificate():
+    """TV: ``(x - p) / gamma = -weight div q`` with ``|q| <= 1`` and ``<q, grad p> = |grad p|`` (the dual
+    certificate of ``(x - p)/gamma in weight * dTV(p)``), checked with the least-squares ``q`` from the prox's
+    own dual iterate."""
+    tv, gamma = TV(0.3, prox_tol=1e-12, prox_max_iter=20000, warm_start=True), 0.8
+    x = randn((1, 1, 10, 9), 6)
+    p = tv.prox(x, gamma)
+    q = next(iter(tv._dual_cache.values()))
+    torch.testing.assert_close((x - p) / gamma, -tv.weight * div2d(q), rtol=0, atol=1e-9)
+    assert bool((q.pow(2).sum(-3).sqrt() <= 1 + 1e-9).all())
+    gp = grad2d(p)
+    gap = float((gp.pow(2).sum(-3).sqrt() - (q * gp).sum(-3)).sum())  # >= 0, = 0 at the optimum
+    assert -1e-9 <= gap <= 1e-5 * float(gp.pow(2).sum(-3).sqrt().sum() + 1), gap
+
+
+# ---------------------------------------------------------------------------------------------- capabilities
+@pytest.mark.parametrize("name", sorted(GRID_PRIORS))
+def test_declared_capabilities(name):
+    """``value_and_grad_smooth`` = (``fn_smooth``, ``grad``); ``grad`` is the gradient of ``fn_smooth`` and is
+    ``lipschitz()``-Lipschitz; ``curvature_symbol`` is exact for the quadratic priors."""
+    prior = GRID_PRIORS[name]()
+    x, v = randn((2, 1, 12, 10), 1), randn((2, 1, 12, 10), 2)
+    f, g = prior.value_and_grad_smooth(x)
+    torch.testing.assert_close(f, prior.fn_smooth(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g, prior.grad(x), rtol=1e-12, atol=1e-12)
+    assert prior.value_and_grad_smooth(x, need_fn=False)[0] is None
+    if name.startswith("l1"):  # Huber kinks: the Taylor test is test_l1_huber_gradient's, with x off the kinks
+        torch.testing.assert_close(prior.fn_smooth(x), _huber_l1(prior, x), rtol=1e-12, atol=1e-12)
+    else:
+        ratios, _ = taylor_ratios(prior.fn_smooth, prior.grad, x, v)
+        _assert_second_order(ratios)
+    L = prior.lipschitz((1, 12, 10))
+    for s in (1e-3, 1e-1, 1.0):
+        dg = (prior.grad(x + s * v) - prior.grad(x)).flatten(1).norm(dim=1)
+        assert bool((dg <= L * s * v.flatten(1).norm(dim=1) * (1 + 1e-9)).all())
+    sym = prior.curvature_symbol(12, 10, x_ref=x[:1])
+    assert prior.is_quadratic == name.startswith("gauss")
+    if prior.is_quadratic:
+        lap = torch.fft.irfft2(torch.fft.rfft2(v) * sym, s=(12, 10))
+        torch.testing.assert_close(lap, prior.precision_apply(v), rtol=1e-10, atol=1e-10)
+        assert math.isclose(L, float(sym.max()))
+    elif name == "tv":
+        assert sym is not None and math.isclose(prior.curvature_kappa(x[:1]),
+                                                0.25 * prior.curvature_from(x[:1]))
+    else:
+        assert sym is None
+
+
+def test_tv_curvature_override_and_rule():
+    x = randn((1, 1, 8, 8), 0)
+    assert TV(0.5).curvature_symbol(8, 8) is None  # no reference, no fixed curvature
+    torch.testing.assert_close(TV(0.5, curvature=2.0).curvature_symbol(8, 8, x_ref=x),
+                               2.0 * GaussianPrior(1.0).precision_symbol(8, 8))
+    assert TV(0.5, curvature_scale=0.5).curvature_kappa(x) == 0.5 * TV(0.5).curvature_from(x)
+    with pytest.raises(ValueError, match="curvature"):
+        TV(0.5, curvature=-1.0)

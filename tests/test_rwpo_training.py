@@ -99,7 +99,7 @@ def _small_model(**kw):
 def test_generative_training_reduces_the_loss(logdet):
     target = SparseLaplaceTarget(2)
     model = _small_model()
-    cfg = TrainConfig(steps=40, lr=1e-2, n_particles=32, logdet=logdet, eval_every=20, eval_samples=512,
+    cfg = TrainConfig(n_iter=40, lr=1e-2, n_particles=32, logdet=logdet, eval_every=20, eval_samples=512,
                       log_every=5, checkpoint_every=0)
     res = train_generative(model, target, cfg, progress=False)
     loss = res.history["loss"]
@@ -112,7 +112,7 @@ def test_reconstruction_training_reduces_the_score():
     torch.manual_seed(0)
     model = RWPOTransformer(RWPOConfig(dim=8, cond_dim=5, n_blocks=3, hidden=16, lambda_=0.2, h=1.0, T=1.0,
                                        first_guess=True, learn_lambda=True))
-    cfg = ReconstructionTrainConfig(steps=60, lr=1e-2, batch_size=16, n_particles=16, eval_every=60,
+    cfg = ReconstructionTrainConfig(n_iter=60, lr=1e-2, batch_size=16, n_particles=16, eval_every=60,
                                     eval_sets=64, log_every=5, checkpoint_every=0, hjb_weight=1e-4)
     res = train_reconstruction(model, problem, cfg, progress=False)
     score = res.history["score"]
@@ -123,7 +123,7 @@ def test_reconstruction_training_reduces_the_score():
 
 def test_checkpoint_resume_gives_identical_continuation(tmp_path):
     target = SparseLaplaceTarget(2)
-    cfg = TrainConfig(steps=6, n_particles=16, logdet="exact", eval_every=3, eval_samples=64, log_every=1,
+    cfg = TrainConfig(n_iter=6, n_particles=16, logdet="exact", eval_every=3, eval_samples=64, log_every=1,
                       checkpoint_every=3)
     straight = train_generative(_small_model(), target, cfg, out_dir=tmp_path / "a", progress=False)
     assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["step"] == 6
@@ -141,8 +141,8 @@ def test_checkpoint_resume_gives_identical_continuation(tmp_path):
 
 
 def test_training_config_validation():
-    with pytest.raises(ValueError, match="steps"):
-        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="n_iter"):
+        TrainConfig(n_iter=0)
     with pytest.raises(ValueError, match="logdet"):
         TrainConfig(logdet="slq")
     with pytest.raises(ValueError, match="n_particles"):
@@ -150,7 +150,7 @@ def test_training_config_validation():
     with pytest.raises(ValueError, match="loss"):
         ReconstructionTrainConfig(loss="mse")
     with pytest.raises(ValueError, match="dim"):
-        train_generative(_small_model(dim=3), SparseLaplaceTarget(2), TrainConfig(steps=1), progress=False)
+        train_generative(_small_model(dim=3), SparseLaplaceTarget(2), TrainConfig(n_iter=1), progress=False)
 
 
 # -- config files and CLI ----------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def test_shipped_configs_run_shortened(tmp_path, name):
     if spec.get("problem", {}).get("name") == "eit":
         pytest.importorskip("invprob.operators.eit")
         spec["problem"]["h"] = 0.2  # a coarse mesh: this test checks the plumbing, not the physics
-    spec["training"].update(steps=2, eval_every=2, checkpoint_every=1)
+    spec["training"].update(n_iter=2, eval_every=2, checkpoint_every=1)
     if "eval_samples" in spec["training"]:
         spec["training"]["eval_samples"] = 128
     if "eval_sets" in spec["training"]:
@@ -178,7 +178,7 @@ def test_cli_train_rwpo(tmp_path, capsys):
     from invprob.apps.train_cli import main
 
     spec = json.loads((ROOT / "examples" / "configs" / "rwpo_sparse2d.json").read_text())
-    spec["training"].update(steps=4, eval_every=0, checkpoint_every=2)
+    spec["training"].update(n_iter=4, eval_every=0, checkpoint_every=2)
     spec["model"].update(n_blocks=2, hidden=8)
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(spec))
@@ -193,6 +193,50 @@ def test_cli_train_rwpo(tmp_path, capsys):
     bad.write_text(json.dumps({**spec, "model": {"heads": 2}}))
     assert main(["rwpo", "--config", str(bad), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "unknown model config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", ["invprob", "train_cli"])
+@pytest.mark.parametrize("device", ["cuda:1", "tpu", "cuda:x"])
+def test_cli_train_rwpo_refuses_a_bad_device(tmp_path, capsys, entry, device):
+    if device == "cuda:1" and torch.cuda.device_count() > 1:
+        pytest.skip("cuda:1 exists here")
+    if entry == "invprob":
+        from invprob.apps.cli import main
+
+        argv = ["train", "rwpo"]
+    else:
+        from invprob.apps.train_cli import main
+
+        argv = ["rwpo"]
+    cfg = ROOT / "examples" / "configs" / "rwpo_sparse2d.json"
+    code = main([*argv, "--config", str(cfg), "--out", str(tmp_path / "run"), "--device", device, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--device" in err and device in err, err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_cli_train_rwpo_device_reaches_the_training(tmp_path, monkeypatch, capsys):
+    import invprob.solvers.learned.training as training
+    from invprob.apps.cli import main
+
+    seen = {}
+    real = training.train_from_config
+
+    def spy(*args, **kwargs):
+        seen["device"] = kwargs["device"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_from_config", spy)
+    spec = json.loads((ROOT / "examples" / "configs" / "rwpo_sparse2d.json").read_text())
+    spec["training"].update(n_iter=1, eval_every=0, checkpoint_every=0)
+    spec["model"].update(n_blocks=1, hidden=4)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(spec))
+    assert main(["train", "rwpo", "--config", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--seed", "3", "--no-progress"]) == 0
+    assert seen["device"] == torch.device("cpu")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["seed"] == 3
 
 
 def test_eit_phantom_problem():

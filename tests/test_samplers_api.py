@@ -199,3 +199,90 @@ def test_l1_and_non_circular_posteriors_run():
         PBRWP(uncertainty="kernel-langevin").run(post_r, n_particles=4, n_iter=5, rng=0, progress=False)
     with pytest.raises(ValueError, match="1/2"):
         MLA().run(post_r, n_particles=2, n_iter=3, rng=0, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- restructure
+def test_lipschitz_option_sets_the_default_steps():
+    post = _tv_posterior()
+    kw = dict(n_particles=4, n_iter=4, rng=0, progress=False, dtype=torch.float64)
+    res = PBRWP(lipschitz=1234.0, uncertainty="particles").run(post, **kw)
+    assert res.info["lipschitz_M"] == 1234.0 and res.info["step"] == 0.5 / 1234.0
+    assert ULA(lipschitz=50.0).run(post, **kw).info["step"] == 0.5 / 50.0
+    with pytest.raises(ValueError, match="lipschitz"):
+        PBRWP(lipschitz=-1.0)
+
+
+def test_estimator_objects_and_typed_state():
+    from invprob.solvers.samplers import KernelLangevinConfig, ParticleMoments, PBRWPState
+
+    pot = GaussianPotential(torch.eye(2, dtype=torch.float64))
+    res = PBRWP(preconditioner="identity", T=0.5, step=0.1, uncertainty=ParticleMoments("mine")).run(
+        pot, n_particles=8, n_iter=6, rng=0, progress=False)
+    assert res.info["uncertainty"] == {"estimator": "particles", "calibration": "mine"}
+    sampler = PBRWP(kernel_steps=7, kernel_burn_in=2)
+    assert sampler.kernel == KernelLangevinConfig(steps=7, burn_in=2)
+    assert PBRWP(kernel=KernelLangevinConfig(steps=7, burn_in=2)).kernel == sampler.kernel
+    with pytest.raises(ValueError, match="kernel"):
+        PBRWP(kernel=KernelLangevinConfig(), kernel_steps=5)
+    with pytest.raises(ValueError, match="kernel_burn_in"):
+        PBRWP(kernel_steps=5, kernel_burn_in=5)
+    from invprob.solvers.samplers.base import Target
+
+    tgt = Target(_gauss_posterior())
+    x = torch.zeros(3, 1, 16, 16, dtype=torch.float64)
+    tgt.center = x[:1]
+    state = PBRWP()._prepare(tgt, x, torch.Generator().manual_seed(0))
+    assert isinstance(state, PBRWPState) and state.estimator.name == "kernel-exact" and state.logz == "exact"
+
+
+def test_runtime_strings_name_no_benchmark_path():
+    res = PBRWP(kernel_steps=6, kernel_burn_in=2).run(_tv_posterior(), n_particles=4, n_iter=4, rng=0,
+                                                       progress=False)
+    text = json.dumps(res.info["uncertainty"]) + json.dumps(res.info["preconditioner"])
+    assert "benchmarks/" not in text and res.info["uncertainty"]["estimator"] == "kernel-langevin"
+
+
+def test_welford_count_and_std():
+    w = Welford()
+    data = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for i in range(0, 10, 3):
+        w.update(data[i : i + 3])
+    assert w.count == 10
+    torch.testing.assert_close(w.std(), data.std(0))
+
+
+def test_posterior_preconditioner_kinds():
+    from invprob.solvers.samplers import posterior_preconditioner
+
+    circ = _tv_posterior()
+    x_ref = circ.y
+    m = posterior_preconditioner(circ, x_ref=x_ref)
+    assert m.describe()["kind"] == "posterior"
+    kappa = circ.prior.curvature_kappa(x_ref)
+    from invprob.priors.gaussian import laplacian_symbol
+
+    K = circ.operator.fourier_symbol(torch.float64)
+    torch.testing.assert_close(m.inv_symbol, K.abs() ** 2 / 0.02**2 + kappa * laplacian_symbol(16, 16) + 1.0)
+    n, k = 16, gaussian_kernel(1.0)
+    free = Blur(k, (n, n), boundary="free")
+    y = free.pad_data(torch.zeros(1, 1, n, n, dtype=torch.float64))
+    post = Posterior(free, y, 0.02, TV(2.0, eps=0.05))
+    assert posterior_preconditioner(post, x_ref=free.extend(torch.rand(1, 1, n, n, dtype=torch.float64))
+                                    ).describe()["kind"] == "posterior-unmasked"
+    from invprob.priors import L1
+
+    assert posterior_preconditioner(Posterior(free, y, 0.02, L1(1.0))).describe()["kind"] == "normal-unmasked"
+    with pytest.raises(ValueError, match="posterior"):
+        posterior_preconditioner(Posterior(Blur(k, (n, n), boundary="zero"), torch.zeros(n, n), 0.02, TV(1.0)))
+
+
+def test_posterior_on_an_operator_with_a_smaller_range():
+    n, k = 16, gaussian_kernel(1.0)
+    op = Blur(k, (n, n), boundary="valid")
+    post = Posterior(op, torch.zeros(n, n, dtype=torch.float64), 0.1, GaussianPrior(1.0))
+    assert post.event_shape == tuple(op.domain_shape) and post.spectral_data(post.y) is None
+    x = torch.rand(2, *op.domain_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    f, g, dg = post.value_and_grad(x)
+    torch.testing.assert_close(f, post.fn(x)) and torch.testing.assert_close(g, post.grad(x))
+    with pytest.raises(ValueError, match="range"):
+        Posterior(op, torch.zeros(n + 2, n + 2), 0.1, GaussianPrior(1.0))

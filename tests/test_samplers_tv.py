@@ -17,7 +17,7 @@ from invprob import Posterior
 from invprob.operators import Blur, gaussian_kernel
 from invprob.priors import TV
 from invprob.solvers.map import map_estimate
-from invprob.solvers.samplers import MLA, PBRWP, tv_curvature_from_map
+from invprob.solvers.samplers import MLA, PBRWP
 from invprob.solvers.samplers.uncertainty import calibration_report, psnr
 
 pytestmark = pytest.mark.usefixtures("single_thread_module")  # one intra-op thread (shared CI box)
@@ -34,9 +34,10 @@ def test_default_output_is_calibrated_on_tv_deblur():
     y = op.A(x0[None, None]) + 0.01 * torch.randn(1, 1, n, n, generator=torch.Generator().manual_seed(0))
     post = Posterior(op, y, 0.01, TV(7.5, eps=0.01))
     x_map = map_estimate(post, max_iter=500).x
-    kappa = tv_curvature_from_map(7.5, x_map) / 4
-    ref = MLA(preconditioner="posterior", tv_curvature=kappa, step_scale=0.25).run(
-        post, n_particles=16, n_iter=3000, burn_in=600, rng=1, init=x_map, progress=False, keep_samples=400)
+    kappa = TV(7.5).curvature_from(x_map) / 4
+    ref_post = Posterior(op, y, 0.01, TV(7.5, eps=0.01, curvature=kappa))  # M^-1 = A^T A / s^2 + kappa D^T D + c I
+    ref = MLA(preconditioner="posterior", step_scale=0.25).run(
+        ref_post, n_particles=16, n_iter=3000, burn_in=600, rng=1, init=x_map, progress=False, keep_samples=400)
     res = PBRWP().run(post, n_particles=40, n_iter=100, rng=0, init=x_map, progress=False, keep_samples=400)
     assert res.info["uncertainty"]["estimator"] == "kernel-langevin"
     assert res.info["preconditioner"]["kind"] == "posterior"

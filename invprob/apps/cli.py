@@ -10,7 +10,6 @@ half-written result; Ctrl-C during the computation writes the partial result (wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import sys
@@ -18,6 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
+from invprob.apps.common import DEVICE_HELP, Formatter, Parser, check_out_dir, cli_device
 from invprob.apps.errors import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
 from invprob.apps.io import normal_permissions, staged_directory
 
@@ -25,23 +25,28 @@ __all__ = ["build_parser", "main"]
 
 FORMATS = ("png", "tiff", "npz")
 PROG = "invprob"
+#: The boundary models ``invprob blur`` offers (same-size output: the frame-to-frame models of Blur).
+BLUR_BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``invprob deblur: error: ...``) instead of usage + error."""
+def _psf(spec: str):
+    """The PSF of ``--psf`` (:func:`invprob.operators.kernel_from_spec`), or a one-line CLIError."""
+    from invprob.operators import kernel_from_spec
 
-    def error(self, message):  # noqa: D401 - argparse API
-        raise CLIError(f"{message} (see '{self.prog} --help')")
+    try:
+        return kernel_from_spec(spec)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Raw epilogs (examples) and ``(default: X)`` only where there is a meaningful default."""
+def _validate(config, shape):
+    """:func:`invprob.solvers.deblur.validate_config` with its ValueError as a CLIError."""
+    from invprob.solvers import deblur as pipeline
 
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
-                or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+    try:
+        return pipeline.validate_config(config, shape)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------------ parsing
@@ -87,7 +92,7 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None, out_help
     p.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=0, help="random seed (noise probes, sampler)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: CUDA when available)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (auto: CUDA when available)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no messages")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: 1 up to 512x512 pixels, where more threads were measured "
@@ -95,7 +100,7 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None, out_help
 
 
 def _add_deblur_options(p: argparse.ArgumentParser, method_default: str) -> None:
-    from invprob.apps.deblur import BOUNDARIES, DEFAULT_PRIOR, METHODS, PRIORS
+    from invprob.solvers.deblur import BOUNDARIES, DEFAULT_PRIOR, METHODS, PRIORS
 
     p.add_argument("--prior", default=DEFAULT_PRIOR, choices=PRIORS,
                    help="tv: total variation; l1: L1 on Haar wavelets; gaussian: Gaussian smoothness")
@@ -130,9 +135,10 @@ are used as stored. PNG outputs keep the input's bit depth.
 def build_parser() -> argparse.ArgumentParser:
     """The ``invprob`` argument parser (subcommands ``deblur``, ``blur``, ``demo``; ``eit``/``train`` if present)."""
     from invprob import __version__
-    from invprob.apps.deblur import DEFAULT_METHOD, PSF_HELP
+    from invprob.operators import PSF_HELP
+    from invprob.solvers.deblur import DEFAULT_METHOD
 
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Bayesian imaging from the command line: MAP, posterior mean and pixelwise uncertainty.",
         epilog="examples:\n  invprob demo --out demo_output\n  invprob deblur blurred.png --psf gaussian:2 "
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deblur", help="deblur an image: MAP, posterior mean and std, figure and numbers",
                        description="Deblur INPUT (PNG, JPEG, TIFF 8/16-bit/float, NPY; grey or RGB).",
-                       epilog=DEBLUR_EPILOG, formatter_class=_Formatter)
+                       epilog=DEBLUR_EPILOG, formatter_class=Formatter)
     p.add_argument("input", metavar="INPUT", help="blurred image")
     p.add_argument("--psf", required=True, metavar="SPEC", help=PSF_HELP)
     p.add_argument("--noise-std", default="auto", metavar="S|auto",
@@ -159,12 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "--out blurred.png\n  invprob blur clean.tif --psf motion:15,45 --noise-std 0.005 "
                               "--out blurred.npy\n\n.png keeps the input's bit depth (rounded and clipped); "
                               ".tif/.tiff (float32) and .npy (float64) keep the exact values.",
-                       formatter_class=_Formatter)
+                       formatter_class=Formatter)
     p.add_argument("clean", metavar="CLEAN", help="clean image")
     p.add_argument("--psf", required=True, metavar="SPEC", help=PSF_HELP)
     p.add_argument("--noise-std", default="0.01", metavar="S",
                    help="noise standard deviation in working units ([0, 1] for integer images); 0: no noise")
-    p.add_argument("--boundary", default="circular", choices=("circular", "reflect", "replicate", "zero"),
+    p.add_argument("--boundary", default="circular", choices=BLUR_BOUNDARIES,
                    help="blur boundary condition (circular: periodic test data; 'invprob deblur --boundary "
                         "circular' is then the exact model, the default --boundary free also fits it)")
     _add_common(p, out_default=None, out_help="output image file (.png, .tif/.tiff or .npy); required")
@@ -175,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the metrics. Writes the deblur outputs plus input.png and truth.png.",
                        epilog="examples:\n  invprob demo\n  invprob demo --out demo_output --force\n"
                               "  invprob demo --size 128 --psf motion:9,30 --method map",
-                       formatter_class=_Formatter)
+                       formatter_class=Formatter)
     p.add_argument("--size", type=int, default=256, help="side of the (resized) cameraman image")
     p.add_argument("--psf", default="gaussian:1.5", metavar="SPEC", help=PSF_HELP)
     p.add_argument("--noise-std", default="0.01", metavar="S", help="noise standard deviation (image in [0, 1])")
@@ -210,30 +216,16 @@ def _add_plugins(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        what = "folder" if out.is_dir() else "file"
-        raise CLIError(f"output {what} {out} already exists; use --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"output {out} exists and is not a folder")
-    parent = out.resolve().parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise CLIError(f"cannot write into {probe}: permission denied")
+def _write_arrays(tmp: Path, result, data, meta, truth, formats, extra: dict, files: dict, png_maps: dict):
+    """Write the maps (PNG/TIFF/NPZ as asked) into ``tmp``; fills ``files`` and ``png_maps``, returns the std
+    PNG's scale."""
+    import io as _io
 
-
-def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: dict, argv) -> dict:
     import numpy as np
 
     from invprob.apps import io as iio
-    from invprob.apps.figures import report_figure
-    from invprob.results import atomic_write_json
+    from invprob.results import atomic_write_bytes
 
-    t0 = time.perf_counter()
-    files: dict[str, str] = {}
-    png_maps: dict[str, dict] = {}
     std_scale = None
     if result.std is not None:
         std_scale = float(np.max(result.std)) or 1.0
@@ -251,8 +243,6 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
                 iio.write_tiff(tmp / f"{name}.tiff", arr)
                 files[f"{name}.tiff"] = f"{name}, float32, working units"
     if "npz" in formats:
-        import io as _io
-
         arrays = {k: v for k, v in (("map", result.map), ("mean", result.mean), ("std", result.std)) if v is not None}
         arrays["input"] = np.asarray(data, dtype=np.float32)
         if truth is not None:
@@ -261,14 +251,16 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
             arrays["psf"] = np.asarray(extra["kernel"], dtype=np.float64)
         buf = _io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        from invprob.results import atomic_write_bytes
-
         atomic_write_bytes(tmp / "result.npz", buf.getvalue())
         files["result.npz"] = f"float arrays {sorted(arrays)} (C, H, W), working units"
     for name, (arr, desc) in extra.get("images", {}).items():
         png_maps[name] = iio.write_png(tmp / name, arr, meta)
         files[name] = desc
-    info = result.info
+    return std_scale
+
+
+def _report_titles(info: dict) -> tuple[str, dict]:
+    """The report figure's title and panel titles."""
     m = info.get("metrics", {})
     sup = f"{info['psf']['spec']}, noise std {info['noise_std']:.3g}, {info['config']['prior']} weight "
     sup += f"{info['weight']['value']:.3g}" if info["weight"]["value"] is not None else "n/a"
@@ -283,6 +275,19 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         status = unc.get("calibration_status", "unmeasured")
         titles["std"] = f"posterior std ({unc['estimator']})\n" + (
             "calibration measured" if status.startswith("measured") else "UNCALIBRATED (not measured)")
+    return sup, titles
+
+
+def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: dict, argv) -> dict:
+    from invprob.apps.figures import report_figure
+    from invprob.results import atomic_write_json
+
+    t0 = time.perf_counter()
+    files: dict[str, str] = {}
+    png_maps: dict[str, dict] = {}
+    std_scale = _write_arrays(tmp, result, data, meta, truth, formats, extra, files, png_maps)
+    info = result.info
+    sup, titles = _report_titles(info)
     report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
                   value_range=meta.png_range(), titles=titles, suptitle=sup)
     files["report.png"] = "figure: input, MAP, mean, std (colourbar), and truth/errors with --truth"
@@ -325,19 +330,19 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
 
 
 def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, extra: dict) -> int:
-    from invprob.apps.deblur import deblur
+    from invprob.solvers import deblur as pipeline
 
     quiet = bool(args.quiet)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     progress = not quiet and sys.stdout.isatty()
-    say(f"deblurring {meta.path} ({meta.shape[0]}x{meta.shape[1]}, {meta.channels} channel(s)) on {checked['device']}"
+    say(f"deblurring {meta.path} ({meta.shape[0]}x{meta.shape[1]}, {meta.channels} channel(s)) on {checked.device}"
         f" with method {config.method}")
     t0 = time.perf_counter()
-    with _torch_threads(args.threads, data.size) as threads:
-        result = deblur(data, config, truth=truth, progress=progress, checked=checked, log=say)
+    with pipeline.torch_threads(args.threads, data.size) as threads:
+        result = pipeline.deblur(data, config, truth=truth, progress=progress, checked=checked, log=say)
     extra = {**extra, "threads": threads}
     formats = _formats_arg(args.format)
-    extra = {**extra, "kernel": checked["kernel"].numpy()}
+    extra = {**extra, "kernel": checked.kernel.numpy()}
     with staged_directory(out) as tmp:
         summary = _write_deblur_outputs(tmp, result, data, meta, truth, formats, extra, argv)
     total = time.perf_counter() - t0
@@ -354,26 +359,8 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
     return 0
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None, n_values: int):
-    """Set torch's CPU threads for the computation and restore them afterwards.
-
-    Small images run on one thread by default: on a shared 2-core machine two threads were measured up to 100x
-    slower than one (OpenMP threads spinning against other processes), and one thread is as fast when alone.
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    n = threads if threads is not None else (1 if n_values <= 3 * 512 * 512 else old)
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
-
-
 def _config_from_args(args, psf: str, noise):
-    from invprob.apps.deblur import DeblurConfig
+    from invprob.solvers.deblur import DeblurConfig
 
     weight = _weight_arg(args.weight)
     for name in ("particles", "iters"):
@@ -390,7 +377,6 @@ def _config_from_args(args, psf: str, noise):
 
 # ------------------------------------------------------------------------------------------------------ commands
 def cmd_deblur(args, argv) -> int:
-    from invprob.apps.deblur import validate_config
     from invprob.apps.io import read_image
 
     noise = _noise_arg(args.noise_std)
@@ -405,20 +391,16 @@ def cmd_deblur(args, argv) -> int:
         if tmeta.kind != meta.kind and "float" in (tmeta.kind, meta.kind):
             warnings.warn(f"the truth is {tmeta.kind} and the input {meta.kind}: check they share one intensity scale",
                           UserWarning, stacklevel=1)
-    checked = validate_config(config, data.shape)
+    checked = _validate(config, data.shape)
     out = Path(args.out) if args.out else Path(Path(args.input).stem + "_deblurred")
-    _check_out_dir(out, args.force)
+    check_out_dir(out, args.force)
     extra = {"command": "deblur", "truth_path": args.truth, "input_desc": {}}
     return _run_deblur_job(data, meta, truth, config, checked, out, args, argv, extra)
 
 
 def cmd_blur(args, argv) -> int:
-    import numpy as np
-    import torch
-
-    from invprob.apps.deblur import parse_psf, resolve_device
     from invprob.apps.io import _format_of, read_image, save_image
-    from invprob.operators import Blur
+    from invprob.solvers.deblur import blur_image
 
     noise = _noise_arg(args.noise_std, allow_zero=True, allow_auto=False)
     if not args.out:
@@ -427,38 +409,29 @@ def cmd_blur(args, argv) -> int:
     if _format_of(out) not in ("png", "tiff", "npy"):
         raise CLIError(f"--out {out}: use a .png, .tif/.tiff or .npy file name")
     data, meta = read_image(args.clean, name="clean")
-    kernel, desc = parse_psf(args.psf)
+    psf = _psf(args.psf)
     H, W = data.shape[-2:]
-    if kernel.shape[0] > H or kernel.shape[1] > W:
-        raise CLIError(f"the PSF ({kernel.shape[0]}x{kernel.shape[1]} pixels) is bigger than the image ({H}x{W})")
-    device = resolve_device(args.device)
+    kh, kw = psf.kernel.shape
+    if kh > H or kw > W:
+        raise CLIError(f"the PSF ({kh}x{kw} pixels) is bigger than the image ({H}x{W})")
+    device = cli_device(args.device)
     if out.exists() and not args.force:
         raise CLIError(f"output file {out} already exists; use --force to replace it")
     if out.is_dir():
         raise CLIError(f"output {out} is a folder; give a file name")
-    op = Blur(kernel, tuple(data.shape), boundary=args.boundary)
-    x = torch.as_tensor(data, dtype=torch.float64, device=device)[None]
-    y = op.A(x)[0].cpu().numpy()
-    rng = np.random.default_rng(int(args.seed))
-    y = y + noise * rng.standard_normal(y.shape)
+    y = blur_image(data, psf.kernel, boundary=args.boundary, noise_std=noise, seed=int(args.seed), device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_image(out, y, meta)
     normal_permissions(out)
     if not args.quiet:
         note = " (rounded and clipped to the PNG's range)" if fmt == "png" else ""
-        print(f"wrote {out}: {desc['spec']} blur, noise std {noise:g}, seed {args.seed}{note}")
+        print(f"wrote {out}: {psf.description['spec']} blur, noise std {noise:g}, seed {args.seed}{note}")
     return 0
 
 
 def cmd_demo(args, argv) -> int:
-    import numpy as np
-    import torch
-    from skimage import data as skdata
-    from skimage.transform import resize
-
-    from invprob.apps.deblur import validate_config
     from invprob.apps.io import ImageMeta
-    from invprob.operators import Blur
+    from invprob.solvers.deblur import camera_demo
 
     if not 32 <= args.size <= 2048:
         raise CLIError(f"--size must lie between 32 and 2048, got {args.size}")
@@ -467,15 +440,12 @@ def cmd_demo(args, argv) -> int:
         raise CLIError("the demo needs a numeric --noise-std (the noise it adds)")
     config = _config_from_args(args, args.psf, noise)
     n = int(args.size)
-    checked = validate_config(config, (1, n, n))
+    checked = _validate(config, (1, n, n))
     out = Path(args.out)
-    _check_out_dir(out, args.force)
+    check_out_dir(out, args.force)
     # a realistic blurred photo: the frame of a blurred scene that extends beyond it (no boundary artefact)
-    m = max(checked["kernel"].shape) // 2 + 8
-    scene = resize(skdata.camera() / 255.0, (n + 2 * m, n + 2 * m), anti_aliasing=True)[None]
-    blurred = Blur(checked["kernel"], scene.shape).A(torch.as_tensor(scene)[None])[0].numpy()
-    truth, y = scene[:, m:-m, m:-m], blurred[:, m:-m, m:-m]
-    y = y + float(noise) * np.random.default_rng(int(args.seed)).standard_normal(y.shape)
+    problem = camera_demo(n, checked.kernel, float(noise), seed=int(args.seed))
+    truth, y = problem.truth, problem.data
     meta = ImageMeta(path=f"skimage's camera, blurred ({args.psf}, noise {noise:g})",
                      format="generated", dtype="float64", kind="uint8", scale=255.0, channels=1, shape=(n, n),
                      value_range=(float(y.min()), float(y.max())))

@@ -8,14 +8,15 @@ beside ``--out`` that is renamed into place at the end (an interrupted run leave
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from invprob.apps.common import DEVICE_HELP, Formatter, check_out_dir, cli_device
 from invprob.apps.errors import CLIError
 from invprob.apps.io import staged_directory
 
@@ -47,16 +48,15 @@ constant background), result.png (MAP | mean | std [| truth | error]), result.xd
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
 def _common(p):
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (noise, sampler)")
     p.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (the finite elements always run on the CPU in float64)"
+        "--device",
+        default="auto",
+        help=f"{DEVICE_HELP}: where the sampler's particles live (pbrwp/mla); the finite elements, the MAP and the "
+        "Laplace std always run on the CPU in float64",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no messages")
 
@@ -81,7 +81,7 @@ def add_parser(subparsers) -> None:
         description="Simulate electrode voltages for a phantom on a fine mesh, with white noise, and "
         "a homogeneous reference frame.",
         epilog=SIM_EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     p.add_argument(
         "--phantom",
@@ -116,7 +116,7 @@ def add_parser(subparsers) -> None:
         description="Reconstruct the per-cell conductivity from one EIT frame (absolute, or "
         "difference against a reference frame).",
         epilog=REC_EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     p.add_argument("input", metavar="INPUT", help="data file (.mat KIT4/KTC2023, .npz, .csv)")
     p.add_argument("--format", default="auto", choices=("auto", "kit4", "ktc2023", "npz", "csv"), help="input format")
@@ -178,29 +178,6 @@ def add_parser(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise CLIError(f"output folder {out} already exists; use --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"output {out} exists and is not a folder")
-    probe = out.resolve().parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise CLIError(f"cannot write into {probe}: permission denied")
-
-
-def _device(text: str) -> str:
-    import torch
-
-    d = str(text).lower()
-    if d not in ("auto", "cpu", "cuda"):
-        raise CLIError(f"--device must be auto, cpu or cuda, got {text!r}")
-    if d == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available")
-    return "cuda" if d == "auto" and torch.cuda.is_available() else ("cpu" if d == "auto" else d)
-
-
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     try:
         v = tuple(float(t) for t in text.split(","))
@@ -224,12 +201,7 @@ def _say(args):
 
 
 # ------------------------------------------------------------------------------------------------------ simulate
-def _run_simulate(args) -> int:
-    from invprob.apps.eit_recon import Phantom
-
-    out = Path(args.out)
-    _check_out(out, args.force)
-    _device(args.device)
+def _check_simulate(args) -> None:
     for name in ("radius", "h", "contact_impedance", "background"):
         _positive(name.replace("_", "-"), getattr(args, name))
     _positive("noise", args.noise, allow_zero=True)
@@ -239,38 +211,98 @@ def _run_simulate(args) -> int:
         raise CLIError(f"--electrodes must be at least 4, got {args.electrodes}")
     if args.h > 0.3:
         raise CLIError(f"--h must be at most 0.3 (relative to the radius), got {args.h}")
-    R = float(args.radius)
-    values = None
+
+
+def _read_values(path_text: str):
+    """``--values FILE.npz``: ``(xy (k, 2), values (k,))``."""
+    pv = Path(path_text)
+    if not pv.exists():
+        raise CLIError(f"--values: no such file {pv}")
+    try:
+        with np.load(pv) as z:
+            xy, vals = np.asarray(z["xy"], float), np.asarray(z["values"], float)
+    except Exception as exc:
+        raise CLIError(f"--values: cannot read {pv} as an NPZ with 'xy' and 'values' ({exc})") from None
+    if xy.ndim != 2 or xy.shape[1] != 2 or vals.shape != (xy.shape[0],) or not np.all(vals > 0):
+        raise CLIError("--values: 'xy' must be (k, 2) and 'values' (k,) positive")
+    return xy, vals
+
+
+def _phantom(args, R: float):
+    """The phantom of ``--circle``/``--ellipse`` or ``--phantom`` (None with ``--values``)."""
+    from invprob.solvers.eit import Phantom
+
     if args.values is not None:
-        pv = Path(args.values)
-        if not pv.exists():
-            raise CLIError(f"--values: no such file {pv}")
+        return None
+    if args.circle or args.ellipse:
         try:
-            with np.load(pv) as z:
-                xy, vals = np.asarray(z["xy"], float), np.asarray(z["values"], float)
-        except Exception as exc:
-            raise CLIError(f"--values: cannot read {pv} as an NPZ with 'xy' and 'values' ({exc})") from None
-        if xy.ndim != 2 or xy.shape[1] != 2 or vals.shape != (xy.shape[0],) or not np.all(vals > 0):
-            raise CLIError("--values: 'xy' must be (k, 2) and 'values' (k,) positive")
-        values = (xy, vals)
-        phantom = None
-    elif args.circle or args.ellipse:
-        try:
-            phantom = Phantom(
+            return Phantom(
                 args.background,
                 tuple(_floats(c, 4, "circle") for c in args.circle),
                 tuple(_floats(e, 6, "ellipse") for e in args.ellipse),
             )
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-    else:
-        base = {"two": Phantom.two_inclusions(R), "one": Phantom.one_inclusion(R), "empty": Phantom(1.0)}[args.phantom]
-        phantom = Phantom(args.background, tuple((c[0], c[1], c[2], c[3] * args.background) for c in base.circles))
+    base = {"two": Phantom.two_inclusions(R), "one": Phantom.one_inclusion(R), "empty": Phantom(1.0)}[args.phantom]
+    return Phantom(args.background, tuple((c[0], c[1], c[2], c[3] * args.background) for c in base.circles))
+
+
+def _phantom_record(phantom) -> dict | None:
+    if phantom is None:
+        return None
+    return {"background": phantom.background, "circles": phantom.circles, "ellipses": phantom.ellipses}
+
+
+def _write_simulation(tmp: Path, args, sim, fine, phantom, R: float, t0: float) -> None:
+    from invprob.apps.eit_figures import truth_figure
+    from invprob.results import atomic_write_json
+
+    d = sim.data
+    arrays = {
+        "currents": d.currents, "measurements": d.measurements, "voltages": d.voltages,
+        "reference_voltages": sim.reference.voltages, "truth_fine": sim.truth_fine, "truth_fine_xy": fine.centroids,
+        "radius": np.float64(R), "n_electrodes": np.int64(args.electrodes), "coverage": np.float64(args.coverage),
+        "first_angle": np.float64(math.pi), "clockwise": np.bool_(True),
+        "contact_impedance": np.float64(args.contact_impedance), "noise_std": np.float64(sim.noise_std),
+        "phantom": np.str_(json.dumps(_phantom_record(phantom))),
+    }
+    if d.keep is not None:
+        arrays["keep"] = d.keep
+    _write_npz(tmp / "data.npz", arrays)
+    truth_figure(fine, sim.truth_fine, tmp / "truth.png", radius=R)
+    atomic_write_json(tmp / "summary.json", {
+        "command": "eit simulate", "argv": sys.argv[1:], "n_cells_fine": fine.n_cells, "n_meas": int(d.data.size),
+        "noise_relative": args.noise, "noise_std": sim.noise_std, "seed": args.seed, "radius": R,
+        "electrodes": {"n": args.electrodes, "coverage": args.coverage, "first_angle_deg": 180.0, "clockwise": True,
+                       "protocol": "adjacent drive, adjacent measurements (pyEIT 'std')"},
+        "phantom": _phantom_record(phantom), "time_s": time.perf_counter() - t0,
+        "outputs": {"data.npz": "EIT frame + reference frame + geometry + truth", "truth.png": "figure"},
+    })
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    import io
+
+    from invprob.results import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _run_simulate(args) -> int:
+    out = Path(args.out)
+    check_out_dir(out, args.force)
+    cli_device(args.device)  # the simulation runs on the CPU (finite elements); the flag is still checked
+    _check_simulate(args)
+    R = float(args.radius)
+    values = _read_values(args.values) if args.values is not None else None
+    phantom = _phantom(args, R)
     say = _say(args)
     t0 = time.perf_counter()
     import invprob.operators.eit as eit
     from invprob.apps.eit_figures import result_figure  # noqa: F401  (fail early if matplotlib is missing)
-    from invprob.apps.eit_recon import simulate
+    from invprob.solvers.eit import simulate
 
     layout = eit.ElectrodeLayout.uniform(args.electrodes, args.coverage, first_angle=math.pi, clockwise=True)
     say(f"meshing (h = {args.h} R) and simulating {args.electrodes} electrodes, noise {100 * args.noise:g} %")
@@ -284,81 +316,8 @@ def _run_simulate(args) -> int:
         ph = phantom
     sim = simulate(fine, ph, contact_impedance=args.contact_impedance, noise=args.noise, seed=args.seed)
     with staged_directory(out) as tmp:
-        import io
-        import json
-
-        from invprob.apps.eit_figures import _panel, _plt, _tri, write_figure
-        from invprob.results import atomic_write_bytes, atomic_write_json
-
-        d = sim["data"]
-        arrays = {
-            "currents": d.currents,
-            "measurements": d.measurements,
-            "voltages": d.voltages,
-            "reference_voltages": sim["reference"].voltages,
-            "truth_fine": sim["truth_fine"],
-            "truth_fine_xy": fine.centroids,
-            "radius": np.float64(R),
-            "n_electrodes": np.int64(args.electrodes),
-            "coverage": np.float64(args.coverage),
-            "first_angle": np.float64(math.pi),
-            "clockwise": np.bool_(True),
-            "contact_impedance": np.float64(args.contact_impedance),
-            "noise_std": np.float64(sim["noise_std"]),
-            "phantom": np.str_(
-                json.dumps(
-                    None
-                    if phantom is None
-                    else {"background": phantom.background, "circles": phantom.circles, "ellipses": phantom.ellipses}
-                )
-            ),
-        }
-        if d.keep is not None:
-            arrays["keep"] = d.keep
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(tmp / "data.npz", buf.getvalue())
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(3.4, 3))
-        im = _panel(
-            ax,
-            _tri(fine),
-            sim["truth_fine"],
-            vmin=float(sim["truth_fine"].min()),
-            vmax=float(sim["truth_fine"].max()),
-            cmap="viridis",
-            title="true conductivity",
-            mesh=fine,
-            radius=R,
-        )
-        fig.colorbar(im, ax=ax, shrink=0.8)
-        write_figure(fig, tmp / "truth.png")
-        atomic_write_json(
-            tmp / "summary.json",
-            {
-                "command": "eit simulate",
-                "argv": sys.argv[1:],
-                "n_cells_fine": fine.n_cells,
-                "n_meas": int(d.data.size),
-                "noise_relative": args.noise,
-                "noise_std": sim["noise_std"],
-                "seed": args.seed,
-                "radius": R,
-                "electrodes": {
-                    "n": args.electrodes,
-                    "coverage": args.coverage,
-                    "first_angle_deg": 180.0,
-                    "clockwise": True,
-                    "protocol": "adjacent drive, adjacent measurements (pyEIT 'std')",
-                },
-                "phantom": None
-                if phantom is None
-                else {"background": phantom.background, "circles": phantom.circles, "ellipses": phantom.ellipses},
-                "time_s": time.perf_counter() - t0,
-                "outputs": {"data.npz": "EIT frame + reference frame + geometry + truth", "truth.png": "figure"},
-            },
-        )
-    say(f"wrote {out}/data.npz ({d.data.size} measurements, {fine.n_cells} cells)")
+        _write_simulation(tmp, args, sim, fine, phantom, R, t0)
+    say(f"wrote {out}/data.npz ({sim.data.data.size} measurements, {fine.n_cells} cells)")
     return 0
 
 
@@ -456,27 +415,19 @@ def _geometry(fmt: str, data, extra: dict, args):
     )
 
 
-def _run_reconstruct(args) -> int:
-    import invprob.operators.eit as eit
-    from invprob.apps.eit_recon import Phantom, ReconConfig, reconstruct
+def _noise_std(args) -> float | None:
+    if str(args.noise_std).lower() == "auto":
+        return None
+    try:
+        noise = float(args.noise_std)
+    except ValueError:
+        raise CLIError(f"--noise-std must be a number or auto, got {args.noise_std!r}") from None
+    return _positive("noise-std", noise)
 
-    out = Path(args.out)
-    _check_out(out, args.force)
-    device = _device(args.device)
-    path = Path(args.input)
-    if not path.exists():
-        raise CLIError(f"input {path} does not exist")
-    fmt = _detect_format(path, args.format)
+
+def _check_reconstruct(args) -> None:
     if args.difference and args.reference and Path(args.difference) != Path(args.reference):
         raise CLIError("--difference REF and --reference REF2 disagree; give one")
-    ref_path = args.difference or args.reference
-    noise = None
-    if str(args.noise_std).lower() != "auto":
-        try:
-            noise = float(args.noise_std)
-        except ValueError:
-            raise CLIError(f"--noise-std must be a number or auto, got {args.noise_std!r}") from None
-        _positive("noise-std", noise)
     for name in ("weight", "length_scale", "h"):
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.particles < 2:
@@ -485,112 +436,122 @@ def _run_reconstruct(args) -> int:
         raise CLIError(f"--iters must be at least 2, got {args.iters}")
     if args.h is not None and not 0.01 <= args.h <= 0.3:
         raise CLIError(f"--h must lie in [0.01, 0.3] (relative to the radius), got {args.h}")
-    data, extra = _load(path, fmt, args)
-    reference = None
+
+
+def _reference(args, path: Path, data, extra: dict):
+    """The reference frame: ``--difference``/``--reference``, or the simulated one inside an NPZ, or None."""
+    import invprob.operators.eit as eit
+
+    ref_path = args.difference or args.reference
     if ref_path is not None:
         rp = Path(ref_path)
         reference, _ = _load(rp, _detect_format(rp, args.format if args.format != "csv" else "auto"), args)
         if reference.voltages.shape != data.voltages.shape:
             raise CLIError(f"reference {rp} has {reference.voltages.shape} voltages, the input {data.voltages.shape}")
-    elif "reference_voltages" in extra:
-        reference = eit.EITData(
-            data.currents,
-            data.measurements,
-            extra["reference_voltages"],
-            data.keep,
-            {"source": f"{path}:reference_voltages"},
-        )
-    R, layout, geo_desc = _geometry(fmt, data, extra, args)
+        return reference
+    if "reference_voltages" in extra:
+        return eit.EITData(data.currents, data.measurements, extra["reference_voltages"], data.keep,
+                           {"source": f"{path}:reference_voltages"})
+    return None
+
+
+def _config(args, noise: float | None):
+    from invprob.solvers.eit import ReconConfig
+
     try:
-        config = ReconConfig(
-            method=args.method,
-            prior=args.prior,
-            weight=args.weight,
-            length_scale=args.length_scale,
-            difference=args.difference is not None,
-            noise_std=noise,
-            n_particles=args.particles,
-            n_iter=args.iters,
-            std_estimator=args.std_estimator,
-            seed=args.seed,
+        return ReconConfig(
+            method=args.method, prior=args.prior, weight=args.weight, length_scale=args.length_scale,
+            difference=args.difference is not None, noise_std=noise, n_particles=args.particles, n_iter=args.iters,
+            std_estimator=args.std_estimator, seed=args.seed,
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+
+
+def _truth(mesh, extra: dict):
+    """The true conductivity on the inversion mesh when the input carries it (simulated NPZ), else None."""
+    from invprob.solvers.eit import Phantom
+
+    if "phantom" in extra and str(extra["phantom"]) not in ("null", "None"):
+        ph = json.loads(str(extra["phantom"]))
+        return mesh.cell_values(Phantom(ph["background"], tuple(ph["circles"]), tuple(ph["ellipses"])))
+    if "truth_fine" in extra:
+        from scipy.spatial import cKDTree
+
+        _, idx = cKDTree(np.asarray(extra["truth_fine_xy"])).query(mesh.centroids)
+        return np.asarray(extra["truth_fine"])[idx]
+    return None
+
+
+def _write_reconstruction(tmp: Path, args, res, mesh, truth, run: dict, say) -> None:
+    import invprob.operators.eit as eit
+    from invprob.apps.eit_figures import result_figure
+    from invprob.results import atomic_write_json
+
+    res.save(tmp)
+    path = Path(args.input)
+    title = f"{path.name}: {args.method}, {args.prior} prior" + (" (difference)" if args.difference else "")
+    result_figure(mesh, res, tmp / "result.png", truth=truth, title=title, radius=run["radius"])
+    files = {
+        "result.npz": "per-cell arrays (map, mean, std, std_laplace, std_sampler, cells_xy, areas, theta_*, truth)",
+        "summary.json": "this file",
+        "result.png": "figure",
+    }
+    if not args.no_xdmf:
+        fields = (("map", res.map), ("mean", res.mean), ("std", res.std), ("truth", truth))
+        eit.write_cell_fields(mesh, tmp / "result.xdmf", {k: v for k, v in fields if v is not None})
+        files["result.xdmf"] = "ParaView (with result.h5): map, mean, std (cell data)"
+    info = dict(res.info)
+    info.update({"command": "eit reconstruct", "argv": sys.argv[1:], "input": str(path), "format": run["format"],
+                 "reference": run["reference"], "geometry": run["geometry"], "mesh_h_relative": run["h"],
+                 "device": run["device"], "fem_device": "cpu (float64)", "seed": args.seed, "outputs": files})
+    if "errors" in info:
+        e = info["errors"]
+        info["errors_summary"] = (
+            f"mean rel L1 {e['mean']['rel_l1']:.4f} / L2 {e['mean']['rel_l2']:.4f}; MAP "
+            f"{e['map']['rel_l1']:.4f} / {e['map']['rel_l2']:.4f}; constant background "
+            f"{e['constant_background']['rel_l1']:.4f} / {e['constant_background']['rel_l2']:.4f}"
+        )
+        say(info["errors_summary"])
+    atomic_write_json(tmp / "summary.json", info)
+
+
+def _run_reconstruct(args) -> int:
+    import invprob.operators.eit as eit
+    from invprob.solvers.eit import reconstruct
+
+    out = Path(args.out)
+    check_out_dir(out, args.force)
+    device = cli_device(args.device)
+    path = Path(args.input)
+    if not path.exists():
+        raise CLIError(f"input {path} does not exist")
+    fmt = _detect_format(path, args.format)
+    _check_reconstruct(args)
+    config = _config(args, _noise_std(args))
+    data, extra = _load(path, fmt, args)
+    reference = _reference(args, path, data, extra)
+    R, layout, geo_desc = _geometry(fmt, data, extra, args)
     say = _say(args)
     progress = not args.quiet and sys.stdout.isatty()
     h = args.h if args.h is not None else (0.06 if fmt == "kit4" else 0.07)
     say(f"meshing the disk (h = {h:g} R): {geo_desc}")
-    import torch
-
-    torch.manual_seed(args.seed)
     mesh = eit.disk_mesh(R, layout, h=h * R)
-    truth = None
-    if "phantom" in extra and str(extra["phantom"]) not in ("null", "None"):
-        import json
-
-        ph = json.loads(str(extra["phantom"]))
-        truth = mesh.cell_values(Phantom(ph["background"], tuple(ph["circles"]), tuple(ph["ellipses"])))
-    elif "truth_fine" in extra:
-        from scipy.spatial import cKDTree
-
-        _, idx = cKDTree(np.asarray(extra["truth_fine_xy"])).query(mesh.centroids)
-        truth = np.asarray(extra["truth_fine"])[idx]
+    truth = _truth(mesh, extra)
+    ref_path = args.difference or args.reference
     say(
         f"reconstructing {data.data.size} measurements on {mesh.n_cells} cells, method {args.method}, "
         f"prior {args.prior}{', difference against ' + str(ref_path) if args.difference else ''}"
     )
     try:
-        res = reconstruct(data, mesh, config, reference=reference, truth=truth, radius=R, progress=progress, log=say)
+        res = reconstruct(data, mesh, config, reference=reference, truth=truth, radius=R, progress=progress, log=say,
+                          device=device)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    run = {"radius": R, "format": fmt, "geometry": geo_desc, "h": h, "device": str(device),
+           "reference": None if reference is None else str(reference.meta.get("source", ref_path))}
     with staged_directory(out) as tmp:
-        from invprob.apps.eit_figures import result_figure
-        from invprob.results import atomic_write_json
-
-        res.save(tmp)
-        title = f"{path.name}: {args.method}, {args.prior} prior" + (" (difference)" if args.difference else "")
-        result_figure(mesh, res, tmp / "result.png", truth=truth, title=title, radius=R)
-        files = {
-            "result.npz": "per-cell arrays (map, mean, std, std_laplace, std_sampler, cells_xy, areas, theta_*, truth)",
-            "summary.json": "this file",
-            "result.png": "figure",
-        }
-        if not args.no_xdmf:
-            eit.write_cell_fields(
-                mesh,
-                tmp / "result.xdmf",
-                {
-                    k: v
-                    for k, v in (("map", res.map), ("mean", res.mean), ("std", res.std), ("truth", truth))
-                    if v is not None
-                },
-            )
-            files["result.xdmf"] = "ParaView (with result.h5): map, mean, std (cell data)"
-        info = dict(res.info)
-        info.update(
-            {
-                "command": "eit reconstruct",
-                "argv": sys.argv[1:],
-                "input": str(path),
-                "format": fmt,
-                "reference": None if reference is None else str(reference.meta.get("source", ref_path)),
-                "geometry": geo_desc,
-                "mesh_h_relative": h,
-                "device": device,
-                "fem_device": "cpu (float64)",
-                "seed": args.seed,
-                "outputs": files,
-            }
-        )
-        if "errors" in info:
-            e = info["errors"]
-            info["errors_summary"] = (
-                f"mean rel L1 {e['mean']['rel_l1']:.4f} / L2 {e['mean']['rel_l2']:.4f}; MAP "
-                f"{e['map']['rel_l1']:.4f} / {e['map']['rel_l2']:.4f}; constant background "
-                f"{e['constant_background']['rel_l1']:.4f} / {e['constant_background']['rel_l2']:.4f}"
-            )
-            say(info["errors_summary"])
-        atomic_write_json(tmp / "summary.json", info)
+        _write_reconstruction(tmp, args, res, mesh, truth, run, say)
     say(f"wrote {out}/ (result.npz, summary.json, result.png{'' if args.no_xdmf else ', result.xdmf'})")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["panel_figure", "result_figure", "std_profile_figure", "write_figure"]
+__all__ = ["panel_figure", "result_figure", "std_profile_figure", "truth_figure", "write_figure"]
 
 
 def _plt():
@@ -63,6 +63,16 @@ def _panel(ax, tri, values, *, vmin, vmax, cmap, title, mesh=None, radius=None):
     if mesh is not None and radius is not None:
         _electrodes(ax, mesh, radius)
     return im
+
+
+def truth_figure(mesh, values: np.ndarray, path, *, radius: float) -> Path:
+    """The true conductivity of a simulated phantom on the simulation mesh (``truth.png``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.4, 3))
+    im = _panel(ax, _tri(mesh), values, vmin=float(values.min()), vmax=float(values.max()), cmap="viridis",
+                title="true conductivity", mesh=mesh, radius=radius)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return write_figure(fig, path)
 
 
 def result_figure(

@@ -14,11 +14,22 @@ __all__ = ["DeepinvOperator", "LinearOperator", "as_operator"]
 class LinearOperator:
     """Base class for linear forward models on batched tensors (deepinv vocabulary).
 
-    Subclasses implement :meth:`A` and :meth:`A_adjoint` on ``(B, *domain_shape)`` tensors and set
-    ``domain_shape``; the normal operator, the regularised normal solve and the operator norm follow.
+    Subclasses implement :meth:`A` and :meth:`A_adjoint` on ``(B, *domain_shape)`` and ``(B, *range_shape)``
+    tensors and set ``domain_shape`` (and ``range_shape`` when it differs); the normal operator, the regularised
+    normal solve and the operator norm follow. An operator declares what it knows: :meth:`fourier_symbol` and
+    :meth:`fourier_majorant` return ``None`` unless a subclass knows a circulant structure.
     """
 
     domain_shape: tuple[int, ...] = ()
+
+    @property
+    def range_shape(self) -> tuple[int, ...]:
+        """Shape of one data item; the domain shape unless a subclass sets another."""
+        return getattr(self, "_range_shape", None) or tuple(self.domain_shape)
+
+    @range_shape.setter
+    def range_shape(self, shape: tuple[int, ...]) -> None:
+        self._range_shape = tuple(shape)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 (deepinv vocabulary)
         raise NotImplementedError
@@ -60,9 +71,19 @@ class LinearOperator:
         """``||A||^2`` = largest eigenvalue of ``A^T A`` (Lanczos unless a subclass knows it)."""
         return lanczos_max_eigenvalue(self.A_adjoint_A, tuple(self.domain_shape), dtype=dtype, device=device)
 
+    def fourier_symbol(self, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor | None:
+        """Transfer function on the domain's ``rfft2`` grid when ``A`` is a circulant convolution, else ``None``."""
+        return None
+
+    def fourier_majorant(self, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor | None:
+        """Symbol ``K`` of a circulant operator on the domain grid with ``A^T A <= K^H K`` (Loewner order), or
+        ``None`` when none is known; :meth:`fourier_symbol` when that exists."""
+        return self.fourier_symbol(dtype, device)
+
     @property
     def is_circulant(self) -> bool:
-        return False
+        """True when :meth:`fourier_symbol` exists."""
+        return self.fourier_symbol() is not None
 
 
 class DeepinvOperator(LinearOperator):

@@ -72,6 +72,25 @@ class GaussianPrior(Prior):
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.precision_apply(self._centered(x))
 
+    def value_and_grad_smooth(self, x: torch.Tensor, need_fn: bool = True):
+        """``(fn(x) or None, grad(x))`` from one application of the precision."""
+        d = self._centered(x)
+        g = self.precision_apply(d)
+        return ((0.5 * (d * g).flatten(1).sum(1)) if need_fn else None), g
+
+    def lipschitz(self, event_shape: tuple[int, ...] | None = None) -> float:
+        """Largest eigenvalue of the precision: on the grid of ``event_shape`` (its last two axes) when given,
+        else the bound over all grids (``8 weight`` for ``"smoothness"``, ``weight`` for ``"identity"``)."""
+        if event_shape is None:
+            return float(self.weight) * (8.0 if self.kind == "smoothness" else 1.0)
+        H, W = event_shape[-2:]
+        return float(self.precision_symbol(H, W, dtype=torch.float64).max())
+
+    def curvature_symbol(self, H: int, W: int, *, x_ref: torch.Tensor | None = None, dtype=torch.float64,
+                         device="cpu") -> torch.Tensor:
+        """The exact Hessian symbol: :meth:`precision_symbol` (``x_ref`` is ignored)."""
+        return self.precision_symbol(H, W, dtype=dtype, device=device)
+
     def prox(self, x: torch.Tensor, gamma: float) -> torch.Tensor:
         """Exact: ``(I + gamma P)^{-1} (x + gamma P mean)`` with ``P`` the precision, by FFT."""
         gamma = self._check_gamma(gamma)

@@ -127,12 +127,30 @@ class L1(Prior):
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         """Gradient of the Huber-smoothed ``weight * ||W x||_1`` (``clamp(c / eps, -1, 1)`` in the basis)."""
+        return self.value_and_grad_smooth(x, need_fn=False)[1]
+
+    def fn_smooth(self, x: torch.Tensor) -> torch.Tensor:
+        """The Huber-smoothed value ``weight * sum h_eps(W x)``, ``h_eps(t) = t^2/(2 eps)`` for ``|t| <= eps``
+        and ``|t| - eps/2`` beyond (the Moreau envelope of ``|t|``): the value whose gradient :meth:`grad` is."""
+        return self.value_and_grad_smooth(x)[0]
+
+    def value_and_grad_smooth(self, x: torch.Tensor, need_fn: bool = True):
+        """Huber value and gradient from one analysis transform."""
         c = self.analysis(x)
         g = (c / self.eps).clamp(-1, 1)
         m = self._mask(c)
+        f = None
+        if need_fn:
+            a = c.abs()
+            h = torch.where(a <= self.eps, 0.5 * c * g, a - 0.5 * self.eps)
+            f = self.weight * (h if m is None else h * m).flatten(1).sum(1)
         if m is not None:
             g = g * m
-        return self.weight * self.synthesis(g)
+        return f, self.weight * self.synthesis(g)
+
+    def lipschitz(self, event_shape: tuple[int, ...] | None = None) -> float:
+        """``weight / eps`` (the Huber gradient in an orthonormal basis)."""
+        return float(self.weight) / self.eps
 
     def prox(self, x: torch.Tensor, gamma: float) -> torch.Tensor:
         gamma = self._check_gamma(gamma)

@@ -6,8 +6,10 @@ between the two cells' centroids, and the cell areas ``a_i``. The difference ope
 ``(D x)_e = x_j - x_i``.
 
 - :class:`MeshTV`: ``R(x) = weight * sum_e l_e |x_j - x_i|`` (the total variation of a piecewise-constant field:
-  jump times interface length). Exact ``fn`` and ``prox`` (fast projected gradient on the dual, Beck & Teboulle
-  2009, with a warm start), ``grad`` and ``hessian`` of the ``eps``-smoothed version.
+  jump times interface length), optionally plus a weak area-weighted pull ``nugget/2 sum_i w_i (x_i - b)^2``
+  (``w = a / sum(a)``) to a background ``b`` that makes TV proper. Exact ``fn`` and ``prox`` (fast projected
+  gradient on the dual, Beck & Teboulle 2009, with a warm start; the pull enters the prox exactly), ``grad`` and
+  ``hessian`` of the ``eps``-smoothed version.
 - :class:`MeshL1`: ``R(x) = weight * sum_i a_i |x_i - background|`` (sparse deviation from a background),
   prox = soft threshold at ``gamma * weight * a_i``.
 - :class:`MeshGaussian`: ``R(x) = weight/2 (x - mean)^T P (x - mean)`` with ``P = L + kappa^2 diag(a)``,
@@ -16,7 +18,10 @@ between the two cells' centroids, and the cell areas ``a_i``. The difference ope
   scale a tiny nugget keeps it proper.
 
 Positivity (e.g. of a conductivity) is not the priors' business: the EIT solvers apply them to the
-log-conductivity ``theta = log sigma`` (see :mod:`invprob.solvers.eit_map`).
+log-conductivity ``theta = log sigma`` (see :mod:`invprob.eit_posterior`). Every mesh prior owns a dense
+``hessian(x, kind="majorizer" | "exact")`` (float64, for Gauss-Newton and the Laplace approximation) and declares
+the prior capabilities of :class:`~invprob.priors.base.Prior` (``fn_smooth``, ``lipschitz``, ``is_quadratic``;
+``curvature_symbol`` is None: a mesh has no Fourier grid).
 """
 
 from __future__ import annotations
@@ -167,7 +172,11 @@ def _shift(x: torch.Tensor, m) -> torch.Tensor:
 
 
 class MeshTV(Prior):
-    """Graph total variation ``R(x) = weight * sum_e l_e |x_j - x_i|`` over interior edges.
+    """Graph total variation ``R(x) = weight * sum_e l_e |x_j - x_i|`` over interior edges, plus an optional pull.
+
+    With ``nugget > 0`` the prior is ``R(x) + nugget/2 * sum_i w_i (x_i - background)^2`` (``w_i = a_i / sum(a)``
+    the relative cell areas): TV is shift invariant, and the pull makes Gauss-Newton and the Laplace approximation
+    proper. Every method (``fn``, ``fn_smooth``, ``grad``, ``hessian``, ``prox``) includes it.
 
     Parameters
     ----------
@@ -177,6 +186,10 @@ class MeshTV(Prior):
     eps : float
         Smoothing of :meth:`grad`/:meth:`hessian`/:meth:`fn_smooth` (``|g| -> sqrt(g^2 + eps^2)``); ``fn`` and
         ``prox`` are exact.
+    background : float or array (n_cells,)
+        Centre of the pull (e.g. the log of a fitted background conductivity); unused when ``nugget == 0``.
+    nugget : float
+        Strength of the pull (>= 0; 0: plain TV).
     prox_tol, prox_max_iter : float, int
         Stop the dual iteration when the relative change of the primal falls below ``prox_tol``.
     warm_start : bool
@@ -188,6 +201,8 @@ class MeshTV(Prior):
     >>> g = MeshGraph(np.array([[0, 1], [1, 2]]), np.ones(2), np.ones(2), np.ones(3))
     >>> float(MeshTV(g, 0.5).fn(torch.tensor([[0.0, 1.0, 1.0]]))[0])
     0.5
+    >>> round(float(MeshTV(g, 0.5, background=1.0, nugget=3.0).fn(torch.tensor([[0.0, 1.0, 1.0]]))[0]), 6)
+    1.0
     """
 
     def __init__(
@@ -196,6 +211,8 @@ class MeshTV(Prior):
         weight: float,
         eps: float = 1e-3,
         *,
+        background=0.0,
+        nugget: float = 0.0,
         prox_tol: float = 1e-6,
         prox_max_iter: int = 500,
         warm_start: bool = True,
@@ -203,6 +220,8 @@ class MeshTV(Prior):
         super().__init__(weight)
         self.graph = _check_graph(graph)
         self.eps = check_positive("eps", eps)
+        self.background = _background(background, self.graph.n_cells)
+        self.nugget = check_positive("nugget", nugget, allow_zero=True)
         self.prox_tol = check_positive("prox_tol", prox_tol)
         if int(prox_max_iter) < 1:
             raise ValueError(f"prox_max_iter must be a positive integer, got {prox_max_iter!r}")
@@ -211,15 +230,23 @@ class MeshTV(Prior):
         self._dual: dict = {}
         self.last_prox_iterations = 0
         self.last_dual: torch.Tensor | None = None
+        #: relative cell areas ``a / sum(a)`` of the pull (float64)
+        self.pull_weights = torch.as_tensor(self.graph.areas / self.graph.areas.sum(), dtype=torch.float64)
+
+    def _pull(self, x: torch.Tensor) -> torch.Tensor:
+        """``nugget/2 sum_i w_i (x_i - b)^2`` per batch item."""
+        return 0.5 * self.nugget * (_shift(x, self.background) ** 2 * self.pull_weights.to(x)).sum(-1)
 
     def fn(self, x):
         xb, _ = _as_batch("x", x, self.graph.n_cells)
-        return self.weight * (self.graph.diff(xb).abs() * self.graph._t("lengths", xb)).sum(1)
+        tv = self.weight * (self.graph.diff(xb).abs() * self.graph._t("lengths", xb)).sum(1)
+        return tv + self._pull(x) if self.nugget else tv
 
     def fn_smooth(self, x):
         xb, _ = _as_batch("x", x, self.graph.n_cells)
         g = self.graph.diff(xb)
-        return self.weight * (((g * g + self.eps**2).sqrt()) * self.graph._t("lengths", xb)).sum(1)
+        tv = self.weight * (((g * g + self.eps**2).sqrt()) * self.graph._t("lengths", xb)).sum(1)
+        return tv + self._pull(x) if self.nugget else tv
 
     def grad(self, x):
         """Gradient of :meth:`fn_smooth`."""
@@ -227,14 +254,22 @@ class MeshTV(Prior):
         g = self.graph.diff(xb)
         q = self.weight * self.graph._t("lengths", xb) * g / (g * g + self.eps**2).sqrt()
         out = self.graph.diff_adjoint(q)
-        return out[0] if single else out
+        out = out[0] if single else out
+        if self.nugget:
+            out = out + self.nugget * self.pull_weights.to(x) * _shift(x, self.background)
+        return out
+
+    def lipschitz(self, event_shape: tuple[int, ...] | None = None) -> float:
+        """``weight max(l_e) ||D||^2 / eps + nugget max(w_i)`` (bound of the smoothed Hessian)."""
+        tv = self.weight * float(self.graph.lengths.max(initial=0.0)) * self.graph.diff_norm_squared() / self.eps
+        return tv + self.nugget * float(self.pull_weights.max())
 
     def hessian(self, x: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
-        """Dense ``(n, n)`` curvature of the smoothed TV at one field ``x`` (shape ``(n,)``).
+        """Dense ``(n, n)`` curvature of the smoothed TV (and the pull) at one field ``x`` (shape ``(n,)``).
 
         ``kind="majorizer"`` (lagged diffusivity, positive semi-definite, a quadratic upper bound used by
         Gauss-Newton): ``weight D^T diag(l_e / sqrt(g_e^2 + eps^2)) D``; ``kind="exact"``: the Hessian
-        ``weight D^T diag(l_e eps^2 / (g_e^2 + eps^2)^(3/2)) D``.
+        ``weight D^T diag(l_e eps^2 / (g_e^2 + eps^2)^(3/2)) D``. The pull adds ``nugget diag(w)``.
         """
         xb, _ = _as_batch("x", x, self.graph.n_cells)
         if xb.shape[0] != 1:
@@ -248,19 +283,40 @@ class MeshTV(Prior):
             w = ell * self.eps**2 / n2.pow(1.5)
         else:
             raise ValueError(f"kind must be 'majorizer' or 'exact', got {kind!r}")
-        return self.weight * self.graph.laplacian_dense(w, dtype=torch.float64, device=x.device)
+        H = self.weight * self.graph.laplacian_dense(w, dtype=torch.float64, device=x.device)
+        if self.nugget:
+            H = H + torch.diag(self.nugget * self.pull_weights.to(H))
+        return H
+
+    def _prox_centre(self, xb: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pull folded into the prox: ``(c, s)`` with ``prox_R(x) = argmin_z TV(z) + sum (z-c)^2 / (2 gamma s)``.
+
+        ``s_i = 1 / (1 + gamma nugget w_i)`` and ``c = s (x + gamma nugget w b)``; ``(x, None)`` without a pull.
+        """
+        if not self.nugget:
+            return xb, None
+        gw = gamma * self.nugget * self.pull_weights.to(xb)
+        s = 1.0 / (1.0 + gw)
+        b = self.background.to(xb) if torch.is_tensor(self.background) else self.background
+        return s * (xb + gw * b), s
 
     def prox(self, x, gamma, *, tol: float | None = None, max_iter: int | None = None):
-        """``argmin_z weight * TV(z) + ||z - x||^2 / (2 gamma)`` by FISTA on the dual.
+        """``argmin_z R(z) + ||z - x||^2 / (2 gamma)`` by FISTA on the dual (the pull included exactly).
 
-        The dual variable ``q`` (``z = x - D^T q``, ``|q_e| <= gamma * weight * l_e``) of the last call is kept in
-        :attr:`last_dual` (for optimality checks).
+        The dual variable ``q`` (``z = c - s D^T q``, ``|q_e| <= gamma * weight * l_e``; ``c = x``, ``s = 1``
+        without a pull, see :meth:`_prox_centre`) of the last call is kept in :attr:`last_dual`.
         """
         gamma = self._check_gamma(gamma)
         xb, single = _as_batch("x", x, self.graph.n_cells)
         lam = gamma * self.weight
+        cb, s = self._prox_centre(xb, gamma)
         if lam == 0:
-            return x.clone()
+            return cb[0].clone() if single else cb.clone()
+
+        def primal(p):
+            dp = self.graph.diff_adjoint(p)
+            return cb - (dp if s is None else s * dp)
+
         tol = self.prox_tol if tol is None else tol
         max_iter = self.prox_max_iter if max_iter is None else int(max_iter)
         bound = lam * self.graph._t("lengths", xb)
@@ -268,17 +324,17 @@ class MeshTV(Prior):
         p = self._dual.get(key) if self.warm_start else None
         p = torch.zeros(xb.shape[0], self.graph.n_edges, dtype=xb.dtype, device=xb.device) if p is None else p
         p = torch.maximum(torch.minimum(p * lam / self._dual.get(("lam", key), lam), bound), -bound)
-        step = 1.0 / self.graph.diff_norm_squared()
+        step = 1.0 / self.graph.diff_norm_squared()  # valid for s <= 1: ||S^1/2 D^T||^2 <= ||D||^2
         q, t = p, 1.0
-        z_old = xb - self.graph.diff_adjoint(p)
+        z_old = primal(p)
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007  (it is reported after the loop)
-            z = xb - self.graph.diff_adjoint(q)
+            z = primal(q)
             p_new = torch.maximum(torch.minimum(q + step * self.graph.diff(z), bound), -bound)
             t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
             q = p_new + ((t - 1.0) / t_new) * (p_new - p)
             p, t = p_new, t_new
-            z_new = xb - self.graph.diff_adjoint(p)
+            z_new = primal(p)
             change = (z_new - z_old).norm() / z_new.norm().clamp_min(torch.finfo(xb.dtype).tiny)
             z_old = z_new
             if float(change) <= tol:
@@ -294,14 +350,22 @@ class MeshTV(Prior):
         self._dual = {}
 
     def __repr__(self):
-        return f"MeshTV(weight={self.weight}, eps={self.eps}, n_cells={self.graph.n_cells})"
+        extra = f", nugget={self.nugget}" if self.nugget else ""
+        return f"MeshTV(weight={self.weight}, eps={self.eps}{extra}, n_cells={self.graph.n_cells})"
 
 
 class MeshL1(Prior):
     """``R(x) = weight * sum_i a_i |x_i - background|`` (``a_i`` the cell areas, or 1 with ``area_weighted=False``).
 
-    ``prox`` is the exact soft threshold at ``gamma * weight * a_i`` around the background; ``grad`` is that of
-    the smoothing ``sqrt(d^2 + eps^2)``.
+    ``prox`` is the exact soft threshold at ``gamma * weight * a_i`` around the background; ``grad``,
+    ``fn_smooth`` and ``hessian`` are those of the smoothing ``sqrt(d^2 + eps^2)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> g = MeshGraph(np.array([[0, 1], [1, 2]]), np.ones(2), np.ones(2), np.ones(3))
+    >>> MeshL1(g, 2.0, background=1.0).prox(torch.tensor([[-1.0, 1.0, 4.0]]), 0.5).tolist()
+    [[0.0, 1.0, 3.0]]
     """
 
     def __init__(self, graph, weight: float, background=0.0, *, eps: float = 1e-3, area_weighted: bool = True):
@@ -318,11 +382,39 @@ class MeshL1(Prior):
         xb, _ = _as_batch("x", x, self.graph.n_cells)
         return self.weight * (_shift(xb, self.background).abs() * self._a(xb)).sum(1)
 
+    def fn_smooth(self, x):
+        """``weight * sum_i a_i sqrt((x_i - background)^2 + eps^2)`` (the value whose gradient :meth:`grad` is)."""
+        xb, _ = _as_batch("x", x, self.graph.n_cells)
+        d = _shift(xb, self.background)
+        return self.weight * ((d * d + self.eps**2).sqrt() * self._a(xb)).sum(-1)
+
     def grad(self, x):
         xb, single = _as_batch("x", x, self.graph.n_cells)
         d = _shift(xb, self.background)
         out = self.weight * self._a(xb) * d / (d * d + self.eps**2).sqrt()
         return out[0] if single else out
+
+    def lipschitz(self, event_shape: tuple[int, ...] | None = None) -> float:
+        """``weight max(a_i) / eps``."""
+        a = float(self.graph.areas.max()) if self.area_weighted else 1.0
+        return self.weight * a / self.eps
+
+    def hessian(self, x: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
+        """Dense diagonal ``(n, n)`` curvature of the smoothed L1 at one field ``x`` (float64).
+
+        ``kind="majorizer"``: ``weight a_i / sqrt(d_i^2 + eps^2)`` (lagged diffusivity); ``kind="exact"``:
+        ``weight a_i eps^2 / (d_i^2 + eps^2)^(3/2)``.
+        """
+        if kind not in ("majorizer", "exact"):
+            raise ValueError(f"kind must be 'majorizer' or 'exact', got {kind!r}")
+        xb, _ = _as_batch("x", x, self.graph.n_cells)
+        if xb.shape[0] != 1:
+            raise ValueError("hessian takes one field (n_cells,)")
+        d = _shift(xb.reshape(-1), self.background)
+        n2 = d * d + self.eps**2
+        a = self._a(xb).expand_as(d)
+        w = 1 / n2.sqrt() if kind == "majorizer" else self.eps**2 / n2.pow(1.5)
+        return torch.diag(self.weight * a * w)
 
     def prox(self, x, gamma):
         gamma = self._check_gamma(gamma)
@@ -472,9 +564,19 @@ class MeshGaussian(Prior):
         out = self.precision_apply(_shift(xb, self.mean))
         return out[0] if single else out
 
-    def hessian(self, x: torch.Tensor | None = None, **_) -> torch.Tensor:
-        """Dense ``weight * P`` (constant)."""
+    def hessian(self, x: torch.Tensor | None = None, *, kind: str = "majorizer") -> torch.Tensor:
+        """Dense ``weight * P`` (constant; exact, so ``kind`` does not matter)."""
         return self.precision()
+
+    def lipschitz(self, event_shape: tuple[int, ...] | None = None) -> float:
+        """Gershgorin bound of ``||weight P||``: the largest absolute row sum of the (scaled) precision."""
+        g = self.graph
+        w = g.lengths / g.distances
+        i, j = g.pairs[:, 0], g.pairs[:, 1]
+        s = self.scale
+        rows = np.bincount(i, w * s[j], g.n_cells) + np.bincount(j, w * s[i], g.n_cells)  # |off-diagonal| s_j
+        deg = np.bincount(i, w, g.n_cells) + np.bincount(j, w, g.n_cells)
+        return float(self.weight * np.max(s * (rows + s * (deg + self.kappa2 * g.areas))))
 
     def prox(self, x, gamma):
         """Exact: ``(I + gamma weight P)^{-1} (x - mean) + mean`` (dense Cholesky, cached per gamma)."""

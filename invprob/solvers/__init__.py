@@ -3,14 +3,14 @@
 - :func:`map_estimate` (FISTA with restart, or the closed form for Gaussian priors with a circular blur);
 - samplers sharing ``sampler.run(posterior, n_particles=..., n_iter=..., rng=...) -> PosteriorResult``:
   :class:`PBRWP`, :class:`BRWP`, :class:`ULA`, :class:`MYULA`, :class:`MLA`;
-- EIT on meshes (pure torch here; the DOLFINx forward model lives in :mod:`invprob.operators.eit`):
-  :class:`EITPosterior`, :func:`gauss_newton`, :func:`lbfgs_map`, :func:`laplace_covariance`.
+- EIT on meshes (:mod:`invprob.solvers.eit`, pure torch; the DOLFINx forward model and the log-conductivity
+  forward maps live in :mod:`invprob.operators.eit`, loaded on first use of ``LinearizedForward`` or
+  ``LogConductivityForward`` here): :class:`EITPosterior`, :func:`gauss_newton`, :func:`lbfgs_map`,
+  :func:`laplace_covariance`.
 """
 
-from invprob.solvers.eit_map import (
+from invprob.solvers.eit import (
     EITPosterior,
-    LinearizedForward,
-    LogConductivityForward,
     difference_data,
     gauss_newton,
     jacobian_preconditioner,
@@ -29,7 +29,7 @@ from invprob.solvers.samplers import (
     PBRWPConfig,
     Sampler,
     make_preconditioner,
-    tv_curvature_from_map,
+    posterior_preconditioner,
 )
 
 __all__ = [
@@ -53,5 +53,14 @@ __all__ = [
     "lbfgs_map",
     "make_preconditioner",
     "map_estimate",
-    "tv_curvature_from_map",
+    "posterior_preconditioner",
 ]
+
+
+def __getattr__(name: str):
+    """``LinearizedForward``/``LogConductivityForward`` from :mod:`invprob.operators.eit` (imports DOLFINx)."""
+    if name in ("LinearizedForward", "LogConductivityForward"):
+        import invprob.operators.eit as _eit
+
+        return getattr(_eit, name)
+    raise AttributeError(f"module 'invprob.solvers' has no attribute {name!r}")

@@ -6,6 +6,7 @@ Importing this subpackage loads DOLFINx (``import invprob`` does not). Main entr
   :class:`ElectrodeLayout`, :class:`EITMesh` (centroids, areas, cell adjacency, triangles for plotting);
 - patterns: :class:`Protocol`, :func:`make_protocol`, :func:`pyeit_protocol` and the pattern builders;
 - the operator :class:`EIT` (``A``, ``A_vjp``, ``jacobian``) and :class:`GridEIT` (pixel parametrisation);
+- forward maps in the log-conductivity: :class:`LogConductivityForward`, :class:`LinearizedForward`;
 - data: :func:`load_kit4` (files in :func:`kit4_data_dir`), :func:`load_ktc2023`, :func:`load_npz`,
   :func:`load_csv`, :class:`EITData`;
 - output: :func:`write_cell_fields` (XDMF for ParaView);
@@ -20,6 +21,7 @@ from .forward import EIT
 from .grid import GridEIT, PixelGrid
 from .io import write_cell_fields
 from .loaders import EITData, kit4_data_dir, kit4_layout, load_csv, load_kit4, load_ktc2023, load_npz, save_npz
+from .maps import LinearizedForward, LogConductivityForward
 from .mesh import (
     EITMesh,
     ElectrodeLayout,
@@ -54,6 +56,8 @@ __all__ = [
     "EITMesh",
     "ElectrodeLayout",
     "GridEIT",
+    "LinearizedForward",
+    "LogConductivityForward",
     "MeshOptions",
     "PixelGrid",
     "Protocol",

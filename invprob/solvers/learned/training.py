@@ -27,13 +27,14 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from invprob._checks import check_positive
+from invprob.devices import resolve_device
 from invprob.solvers.learned.targets import SparseLinearProblem, knn_kl, make_target, sliced_wasserstein
 from invprob.solvers.learned.transformer import RWPOConfig, RWPOTransformer
 
@@ -45,7 +46,6 @@ __all__ = [
     "energy_score",
     "evaluate_generative",
     "evaluate_reconstruction",
-    "resolve_device",
     "train_from_config",
     "train_generative",
     "train_reconstruction",
@@ -58,8 +58,8 @@ class TrainConfig:
 
     Parameters
     ----------
-    steps : int
-        Optimiser steps.
+    n_iter : int
+        Optimiser steps (``"steps"`` is accepted as its old name in config files).
     lr, lr_final : float
         Adam learning rate, cosine-annealed to ``lr * lr_final``.
     n_particles, n_sets : int
@@ -81,7 +81,7 @@ class TrainConfig:
         History and checkpoint periods in steps.
     """
 
-    steps: int = 500
+    n_iter: int = 500
     lr: float = 3e-3
     lr_final: float = 0.1
     n_particles: int = 256
@@ -97,7 +97,7 @@ class TrainConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self):
-        for name in ("steps", "n_particles", "n_sets", "n_probes", "log_every"):
+        for name in ("n_iter", "n_particles", "n_sets", "n_probes", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("eval_every", "eval_samples", "checkpoint_every"):
@@ -119,7 +119,7 @@ class ReconstructionTrainConfig:
 
     Parameters
     ----------
-    steps, lr, lr_final, hjb_weight, grad_clip, seed, log_every, checkpoint_every
+    n_iter, lr, lr_final, hjb_weight, grad_clip, seed, log_every, checkpoint_every
         As in :class:`TrainConfig`.
     batch_size : int
         Simulated data sets per step (independent particle sets).
@@ -131,7 +131,7 @@ class ReconstructionTrainConfig:
         Evaluate on ``eval_sets`` held-out pairs (fixed) every ``eval_every`` steps.
     """
 
-    steps: int = 1000
+    n_iter: int = 1000
     lr: float = 3e-3
     lr_final: float = 0.1
     batch_size: int = 32
@@ -146,7 +146,7 @@ class ReconstructionTrainConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_sets"):
+        for name in ("n_iter", "batch_size", "log_every", "eval_sets"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if int(self.n_particles) < 2:
@@ -170,16 +170,6 @@ class TrainResult:
     history: dict[str, list]
     out_dir: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-    return dev
 
 
 # -- scoring rules ------------------------------------------------------------------------------------------
@@ -225,19 +215,21 @@ def _save_checkpoint(path: Path, model, opt, gen, step: int, history: dict, meta
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _loop(
-    model: RWPOTransformer,
-    loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]],
-    eval_fn: Callable[[], dict[str, float]] | None,
-    cfg,
-    *,
-    out_dir: str | os.PathLike | None,
-    resume: bool,
-    progress: bool,
-    meta: dict,
-    desc: str,
-    stop_at: int | None = None,
-) -> TrainResult:
+@dataclass
+class _Run:
+    """The mutable state of one training run: optimiser, random stream, history, where it stands."""
+
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    history: dict[str, list]
+    start: int
+    end: int
+    ckpt: Path | None
+    elapsed0: float
+
+
+def _start_run(model: RWPOTransformer, cfg, out_dir, resume: bool, stop_at: int | None) -> _Run:
+    """A fresh run, or the one saved in ``out_dir/checkpoint.pt`` when ``resume``."""
     dev = model.device
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(cfg.seed) + 1)
@@ -256,43 +248,75 @@ def _loop(
         gen.set_state(state["generator"].cpu())
         start, history = int(state["step"]), state["history"]
     elapsed0 = history["time_s"][-1] if history["time_s"] else 0.0
+    end = cfg.n_iter if stop_at is None else max(start, min(int(stop_at), cfg.n_iter))
+    return _Run(opt=opt, gen=gen, history=history, start=start, end=end, ckpt=ckpt, elapsed0=elapsed0)
+
+
+def _optimiser_step(model: RWPOTransformer, run: _Run, loss_fn, cfg, step: int):
+    """One Adam step at the scheduled learning rate; returns the loss and its parts."""
+    for gparam in run.opt.param_groups:
+        gparam["lr"] = _lr_at(step, cfg.n_iter, cfg.lr, cfg.lr_final)
+    run.opt.zero_grad(set_to_none=True)
+    loss, parts = loss_fn(run.gen)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    return loss, parts
+
+
+def _log(run: _Run, done: int, loss: torch.Tensor, parts: dict, elapsed: float, bar) -> None:
+    history = run.history
+    history["step"].append(done)
+    history["loss"].append(float(loss.detach()))
+    for k, v in parts.items():
+        history.setdefault(k, []).append(float(v.detach()))
+    history["time_s"].append(run.elapsed0 + elapsed)
+    if bar is not None:
+        bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
+
+
+def _evaluate(model: RWPOTransformer, run: _Run, eval_fn, done: int) -> None:
+    model.eval()
+    metrics = eval_fn()
+    model.train()
+    run.history["eval_step"].append(done)
+    for k, v in metrics.items():
+        run.history.setdefault(k, []).append(v)
+
+
+def _loop(
+    model: RWPOTransformer,
+    loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    eval_fn: Callable[[], dict[str, float]] | None,
+    cfg,
+    *,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    progress: bool,
+    meta: dict,
+    desc: str,
+    stop_at: int | None = None,
+) -> TrainResult:
+    run = _start_run(model, cfg, out_dir, resume, stop_at)
     t0 = time.perf_counter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, desc=desc, dynamic_ncols=True)
+        bar = tqdm(total=cfg.n_iter, initial=run.start, desc=desc, dynamic_ncols=True)
     model.train()
-    end = cfg.steps if stop_at is None else max(start, min(int(stop_at), cfg.steps))
-    for step in range(start, end):
-        for gparam in opt.param_groups:
-            gparam["lr"] = _lr_at(step, cfg.steps, cfg.lr, cfg.lr_final)
-        opt.zero_grad(set_to_none=True)
-        loss, parts = loss_fn(gen)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+    for step in range(run.start, run.end):
+        loss, parts = _optimiser_step(model, run, loss_fn, cfg, step)
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            history["step"].append(done)
-            history["loss"].append(float(loss.detach()))
-            for k, v in parts.items():
-                history.setdefault(k, []).append(float(v.detach()))
-            history["time_s"].append(elapsed0 + time.perf_counter() - t0)
-            if bar is not None:
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
-        if eval_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            model.eval()
-            metrics = eval_fn()
-            model.train()
-            history["eval_step"].append(done)
-            for k, v in metrics.items():
-                history.setdefault(k, []).append(v)
-        if ckpt is not None and (
-            (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done in (cfg.steps, end)
+        if done % cfg.log_every == 0 or done == cfg.n_iter:
+            _log(run, done, loss, parts, time.perf_counter() - t0, bar)
+        if eval_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.n_iter):
+            _evaluate(model, run, eval_fn, done)
+        if run.ckpt is not None and (
+            (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done in (cfg.n_iter, run.end)
         ):
-            _save_checkpoint(ckpt, model, opt, gen, done, history, meta)
+            _save_checkpoint(run.ckpt, model, run.opt, run.gen, done, run.history, meta)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -302,8 +326,9 @@ def _loop(
         from invprob.results import atomic_write_json
 
         model.save(Path(out_dir) / "model")
-        atomic_write_json(Path(out_dir) / "history.json", history)
-    return TrainResult(model=model, history=history, out_dir=None if out_dir is None else Path(out_dir), info=meta)
+        atomic_write_json(Path(out_dir) / "history.json", run.history)
+    return TrainResult(model=model, history=run.history, out_dir=None if out_dir is None else Path(out_dir),
+                       info=meta)
 
 
 # -- generative mode ---------------------------------------------------------------------------------------
@@ -384,7 +409,7 @@ def train_generative(
         tqdm progress bar.
     stop_at : int, optional
         Stop (with a checkpoint) after this many steps in total; the learning-rate schedule still follows
-        ``config.steps``, so resuming later continues the same run.
+        ``config.n_iter``, so resuming later continues the same run.
 
     Returns
     -------
@@ -486,14 +511,56 @@ def _make_problem(spec: dict):
     raise ValueError(f"problem name must be 'sparse_linear' or 'eit', got {name!r}")
 
 
+def _read_spec(path: Path, seed: int | None) -> dict:
+    """The JSON config at ``path`` (with the training seed replaced by ``seed`` when given)."""
+    if not path.exists():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+    if seed is not None:
+        if not isinstance(spec.get("training", {}), dict):
+            raise ValueError(f"config file {path}: 'training' must be an object")
+        spec.setdefault("training", {})["seed"] = int(seed)
+    return spec
+
+
+def _generative_runner(spec: dict, dev: torch.device, **run_kw) -> Callable[[], TrainResult]:
+    model_spec = dict(spec.get("model", {}))
+    tspec = dict(spec.get("target", {}))
+    name = tspec.pop("name", "sparse_laplace")
+    dim = int(tspec.pop("dim", model_spec.get("dim", 2)))
+    target = make_target(name, dim, **tspec)
+    model_spec["dim"] = dim
+    if name == "sparse_laplace" and "lambda_" not in model_spec:
+        model_spec = {**model_spec, "lambda_": target.lambda_}
+    cfg = _dataclass_from(TrainConfig, dict(spec.get("training", {})), "training")
+    torch.manual_seed(cfg.seed)
+    model = RWPOTransformer(RWPOConfig.from_dict(model_spec)).to(dev)
+    return lambda: train_generative(model, target, cfg, **run_kw)
+
+
+def _reconstruction_runner(spec: dict, dev: torch.device, **run_kw) -> Callable[[], TrainResult]:
+    model_spec = dict(spec.get("model", {}))
+    problem = _make_problem(spec.get("problem", {}))
+    model_spec["dim"] = problem.dim
+    model_spec["cond_dim"] = problem.n_meas
+    cfg = _dataclass_from(ReconstructionTrainConfig, dict(spec.get("training", {})), "training")
+    torch.manual_seed(cfg.seed)
+    model = RWPOTransformer(RWPOConfig.from_dict(model_spec)).to(dev)
+    return lambda: train_reconstruction(model, problem, cfg, **run_kw)
+
+
 def train_from_config(
     path: str | os.PathLike,
     *,
     out_dir: str | os.PathLike,
     resume: bool = False,
     progress: bool = True,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     force: bool = False,
+    seed: int | None = None,
 ) -> TrainResult:
     """Train from a JSON config file (the entry point of ``invprob train rwpo --config FILE``).
 
@@ -505,16 +572,29 @@ def train_from_config(
     :class:`~invprob.solvers.learned.eit_problem.EITPhantomProblem`).
     See ``examples/configs/rwpo_*.json``.
 
-    ``out_dir`` receives ``config.json`` (a copy), ``checkpoint.pt``, ``model/`` and ``history.json``. An
-    ``out_dir`` that already holds a checkpoint is refused unless ``resume`` or ``force``.
+    Parameters
+    ----------
+    path : path
+        The JSON config file.
+    out_dir : path
+        Receives ``config.json`` (a copy of the config as run), ``checkpoint.pt``, ``model/`` and
+        ``history.json``. One that already holds a checkpoint is refused unless ``resume`` or ``force``.
+    resume, progress
+        As in :func:`train_generative`.
+    device : str or torch.device
+        Where to train (:func:`invprob.devices.resolve_device`: ``"auto"`` is CUDA when available).
+    force : bool
+        Start afresh over an existing checkpoint.
+    seed : int, optional
+        Replaces the config's ``training.seed``.
+
+    Returns
+    -------
+    TrainResult
+        As returned by :func:`train_generative` or :func:`train_reconstruction`.
     """
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"config file not found: {path}")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+    spec = _read_spec(path, seed)
     out_dir = Path(out_dir)
     if (out_dir / "checkpoint.pt").exists() and not (resume or force):
         raise ValueError(
@@ -522,30 +602,10 @@ def train_from_config(
         )
     dev = resolve_device(device)
     mode = spec.get("mode", "generative")
-    model_spec = dict(spec.get("model", {}))
-    train_spec = dict(spec.get("training", {}))
-    if mode == "generative":
-        tspec = dict(spec.get("target", {}))
-        name = tspec.pop("name", "sparse_laplace")
-        dim = int(tspec.pop("dim", model_spec.get("dim", 2)))
-        target = make_target(name, dim, **tspec)
-        model_spec["dim"] = dim
-        if name == "sparse_laplace" and "lambda_" not in model_spec:
-            model_spec = {**model_spec, "lambda_": target.lambda_}
-        cfg = _dataclass_from(TrainConfig, train_spec, "training")
-        torch.manual_seed(cfg.seed)
-        model = RWPOTransformer(RWPOConfig.from_dict(model_spec)).to(dev)
-        runner = lambda: train_generative(model, target, cfg, out_dir=out_dir, resume=resume, progress=progress)  # noqa: E731
-    elif mode == "reconstruction":
-        problem = _make_problem(spec.get("problem", {}))
-        model_spec["dim"] = problem.dim
-        model_spec["cond_dim"] = problem.n_meas
-        cfg = _dataclass_from(ReconstructionTrainConfig, train_spec, "training")
-        torch.manual_seed(cfg.seed)
-        model = RWPOTransformer(RWPOConfig.from_dict(model_spec)).to(dev)
-        runner = lambda: train_reconstruction(model, problem, cfg, out_dir=out_dir, resume=resume, progress=progress)  # noqa: E731
-    else:
+    builders = {"generative": _generative_runner, "reconstruction": _reconstruction_runner}
+    if mode not in builders:
         raise ValueError(f"mode must be 'generative' or 'reconstruction', got {mode!r}")
+    runner = builders[mode](spec, dev, out_dir=out_dir, resume=resume, progress=progress)
     from invprob.results import atomic_write_json
 
     atomic_write_json(out_dir / "config.json", spec)
@@ -553,12 +613,12 @@ def train_from_config(
 
 
 def _dataclass_from(cls, d: dict, what: str):
+    if "steps" in d and "n_iter" in cls.__dataclass_fields__:  # the old name of n_iter in config files
+        if "n_iter" in d:
+            raise ValueError(f"{what} config: give n_iter or its old name steps, not both")
+        d = {("n_iter" if k == "steps" else k): v for k, v in d.items()}
     unknown = set(d) - set(cls.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown {what} config key(s): {sorted(unknown)}")
     return cls(**d)
 
-
-def with_seed(cfg, seed: int):
-    """A copy of a frozen training config with another seed."""
-    return replace(cfg, seed=int(seed))

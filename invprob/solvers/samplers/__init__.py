@@ -15,19 +15,33 @@ Which estimator ``PBRWP()`` reports by default (``uncertainty="auto"``):
   FFT), with the ``"posterior"`` preconditioner: median std ratio 1.00, band variance ratios 0.99-1.00 at
   64^2 (tests/test_samplers_deblur.py); the raw particles give 0.01-0.06.
 - TV + circular blur: ``"kernel-langevin"`` (kernels sampled by short preconditioned Langevin chains), with
-  ``"posterior"`` preconditioner ``kappa D^T D``: measured against reference chains in
-  ``benchmarks/RESULTS.md`` and tests/test_samplers_tv.py.
+  ``"posterior"`` preconditioner ``kappa D^T D`` (the TV prior's ``curvature_symbol``): measured against
+  reference chains in the repository's benchmarks and tests/test_samplers_tv.py.
 - other posteriors: ``"kernel-langevin"`` with ``"normal"`` (uncalibrated: not measured), or ``"particles"``
   when ``M^(1/2)`` is unavailable (non-circular blurs), said in ``info["uncertainty"]["fallback"]``.
 - plain potentials: ``"kernel-exact"`` when they provide ``kernel_moments`` (GaussianPotential), else
   ``"particles"``.
+
+The estimators are strategy objects (:mod:`invprob.solvers.samplers.estimators`: :class:`ParticleMoments`,
+:class:`KernelExact`, :class:`KernelLangevin` with :class:`KernelLangevinConfig`); ``PBRWP(uncertainty=...)``
+takes a name or an estimator. Every sampler's ``_prepare`` returns a typed state (:class:`PBRWPState`,
+:class:`LangevinState`). Non-smooth priors are sampled through :class:`PriorSmoothed` (their own smoothing) or
+:class:`MoreauSmoothed` (``prior_gradient="moreau"``).
 """
 
-from invprob.solvers.samplers import uncertainty
-from invprob.solvers.samplers.base import Sampler, Target, Welford
-from invprob.solvers.samplers.langevin import MLA, MYULA, ULA, LangevinConfig
-from invprob.solvers.samplers.pbrwp import BRWP, PBRWP, PBRWPConfig
-from invprob.solvers.samplers.potentials import GaussianPotential
+from invprob.solvers.samplers import estimators, uncertainty
+from invprob.solvers.samplers.base import Sampler, SamplerState, Target, Welford
+from invprob.solvers.samplers.estimators import (
+    EstimatorOutput,
+    KernelExact,
+    KernelLangevin,
+    KernelLangevinConfig,
+    ParticleMoments,
+    UncertaintyEstimator,
+)
+from invprob.solvers.samplers.langevin import MLA, MYULA, ULA, LangevinConfig, LangevinState
+from invprob.solvers.samplers.pbrwp import BRWP, PBRWP, PBRWPConfig, PBRWPState
+from invprob.solvers.samplers.potentials import GaussianPotential, MoreauSmoothed, PriorSmoothed, SmoothedPosterior
 from invprob.solvers.samplers.preconditioners import (
     CallablePreconditioner,
     FourierPreconditioner,
@@ -36,7 +50,7 @@ from invprob.solvers.samplers.preconditioners import (
     NormalPreconditioner,
     Preconditioner,
     make_preconditioner,
-    tv_curvature_from_map,
+    posterior_preconditioner,
 )
 
 __all__ = [
@@ -46,18 +60,31 @@ __all__ = [
     "PBRWP",
     "ULA",
     "CallablePreconditioner",
+    "EstimatorOutput",
     "FourierPreconditioner",
     "GaussianPotential",
     "IdentityPreconditioner",
+    "KernelExact",
+    "KernelLangevin",
+    "KernelLangevinConfig",
     "LangevinConfig",
+    "LangevinState",
     "MatrixPreconditioner",
+    "MoreauSmoothed",
     "NormalPreconditioner",
     "PBRWPConfig",
+    "PBRWPState",
+    "ParticleMoments",
     "Preconditioner",
+    "PriorSmoothed",
     "Sampler",
+    "SamplerState",
+    "SmoothedPosterior",
     "Target",
+    "UncertaintyEstimator",
     "Welford",
+    "estimators",
     "make_preconditioner",
-    "tv_curvature_from_map",
+    "posterior_preconditioner",
     "uncertainty",
 ]

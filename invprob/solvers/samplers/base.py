@@ -1,23 +1,30 @@
-"""The machinery every sampler shares: target wrapper, Welford accumulator, seeding, the run loop, the result.
+"""The machinery every sampler shares: the sampler's view of a potential, Welford, seeding, the run loop.
 
-A sampler subclasses :class:`Sampler` and implements ``_prepare`` (once per run), ``_step`` (one iteration on
-the particle batch) and optionally ``_accumulate``/``_finalize`` (extra estimators such as PBRWP's kernel
-mixture). The loop, burn-in, streaming moments, thinning, logging, progress bar and result assembly live here.
+A sampler subclasses :class:`Sampler` and implements ``_prepare`` (once per run: returns its typed state, a
+:class:`SamplerState` subclass holding the preconditioner, the step and the uncertainty estimator) and ``_step``
+(one iteration on the particle batch). The loop, burn-in, streaming moments, thinning, logging, progress bar and
+result assembly live here; the estimator (:mod:`invprob.solvers.samplers.estimators`) turns the run into
+``mean``/``std``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from invprob._checks import check_positive
+from invprob.linalg import preconditioned_power_iteration
+from invprob.posterior import Posterior
+from invprob.potential import as_potential
 from invprob.results import PosteriorResult
 
-__all__ = ["Sampler", "SpectralData", "Target", "Welford", "make_generator"]
+__all__ = ["Sampler", "SamplerState", "Target", "Welford", "make_generator"]
+
+PRIOR_GRADIENTS = ("auto", "smooth", "moreau")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -43,15 +50,20 @@ def randn_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
 
 
-def chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
-    """Apply a batched ``fn`` to ``x`` in slices of ``chunk`` batch items (bounds peak memory)."""
-    if chunk is None or x.shape[0] <= chunk:
-        return fn(x)
-    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
-
-
 class Welford:
-    """Streaming mean and variance over batches (Chan et al.'s parallel update), float64 accumulators."""
+    """Streaming mean and variance over batches (Chan et al.'s parallel update), float64 accumulators.
+
+    ``update(batch)`` adds the ``batch.shape[0]`` states of a batch; ``count``, ``mean`` and ``variance(ddof)``
+    (``std(ddof)``) are the moments so far, per coordinate.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = Welford()
+    >>> w.update(torch.tensor([[1.0], [2.0]])); w.update(torch.tensor([[3.0]]))
+    >>> w.count, w.mean.tolist(), w.variance().tolist()
+    (3, [2.0], [1.0])
+    """
 
     def __init__(self):
         self.count = 0
@@ -59,6 +71,7 @@ class Welford:
         self.m2: torch.Tensor | None = None
 
     def update(self, batch: torch.Tensor) -> None:
+        """Add the states ``batch[0], batch[1], ...``."""
         b = batch.detach().to(torch.float64)
         nb = b.shape[0]
         mb = b.mean(0)
@@ -73,9 +86,14 @@ class Welford:
         self.count = n
 
     def variance(self, ddof: int = 1) -> torch.Tensor:
+        """Per-coordinate variance (``ddof=1``: unbiased); ValueError with fewer than ``ddof + 1`` states."""
         if self.mean is None or self.count <= ddof:
             raise ValueError("not enough accumulated samples for a variance")
         return self.m2 / (self.count - ddof)
+
+    def std(self, ddof: int = 1) -> torch.Tensor:
+        """``variance(ddof).sqrt()``."""
+        return self.variance(ddof).sqrt()
 
 
 def versions() -> dict:
@@ -84,257 +102,152 @@ def versions() -> dict:
     return {"torch": torch.__version__, "invprob": getattr(invprob, "__version__", "?")}
 
 
-# ---------------------------------------------------------------------------------------------------- spectral
-def weighted_sq_sum(z: torch.Tensor, sqrt_weight: torch.Tensor) -> torch.Tensor:
-    """``sum_k weight_k |z_k|^2`` per batch item of a complex ``z`` (``torch.sum``'s cascade sum, as a spatial one)."""
-    return torch.view_as_real(z * sqrt_weight).square_().flatten(1).sum(1)
-
-
-def tv_smooth_value(x: torch.Tensor, weight: float, eps: float) -> torch.Tensor:
-    """``TV.fn_smooth``: ``weight * sum sqrt(dy^2 + dx^2 + eps^2)`` (zero difference on the last row/column), in
-    one buffer instead of :func:`grad2d`'s zero-filled ``(B, C, 2, H, W)`` one (equal up to float rounding)."""
-    q = torch.empty_like(x)
-    torch.sub(x[..., 1:, :], x[..., :-1, :], out=q[..., :-1, :])
-    q[..., -1, :] = 0
-    q.square_()
-    dx = x[..., :, 1:] - x[..., :, :-1]
-    q[..., :, :-1].addcmul_(dx, dx)
-    return weight * q.add_(eps**2).sqrt_().flatten(1).sum(1)
-
-
-class SpectralData:
-    """The data term of a linear posterior whose operator is a circulant blur ``A = F^-1 diag(K) F``, in Fourier.
-
-    With ``X = rfft2(x)``: ``rfft2(A x - y) = K X - Y``, ``rfft2(A^T (A x - y)) = conj(K) (K X - Y)``, and
-    Parseval on the half spectrum ``||v||^2 = sum_k w_k |rfft2(v)_k|^2 / (H W)`` (``w``: column multiplicity,
-    :meth:`Posterior.rfft_weights`). The data gradient then costs one ``rfft2`` and one ``irfft2`` (instead of an
-    ``A`` and an ``A^T``: two of each) and the data value none. ``K`` is the operator's own ``fourier_symbol``.
-    """
-
-    def __init__(self, post, ref: torch.Tensor):
-        from invprob.posterior import Posterior
-
-        H, W = post.event_shape[-2:]
-        real, device = ref.dtype, ref.device
-        s2 = post.noise_std**2
-        self.shape = (H, W)
-        self.K = post.operator.fourier_symbol(real, device)
-        self.Kc_s2 = (post.operator.fourier_symbol(torch.float64, device).conj() / s2).to(self.K.dtype)
-        self.neg_Y = -torch.fft.rfft2(post.y.to(ref))
-        self.w = Posterior.rfft_weights(H, W, device=device)  # float64
-        self.HW = H * W
-        self.sqrt_w_data = (self.w / (self.HW * 2 * s2)).sqrt().to(real)  # data value = sum |R sqrt_w_data|^2
-
-    def residual(self, X: torch.Tensor) -> torch.Tensor:
-        """``rfft2(A x - y)`` from ``X = rfft2(x)``."""
-        return torch.addcmul(self.neg_Y, self.K, X)  # K X - Y in one pass
-
-    def data_grad(self, R: torch.Tensor) -> torch.Tensor:
-        """``A^T (A x - y) / sigma_n^2`` (spatial) from the residual spectrum ``R``."""
-        return torch.fft.irfft2(self.Kc_s2 * R, s=self.shape)
-
-    def data_value(self, R: torch.Tensor) -> torch.Tensor:
-        """``||A x - y||^2 / (2 sigma_n^2)`` per batch item from the residual spectrum ``R`` (Parseval)."""
-        return weighted_sq_sum(R, self.sqrt_w_data)
-
-
 # ---------------------------------------------------------------------------------------------------- target
 class Target:
-    """A :class:`~invprob.Posterior` or a plain potential behind one interface.
+    """The sampler's view of what it samples: one :class:`~invprob.potential.Potential` plus run options.
 
-    ``evaluate(x, need_fn)`` returns ``(V(x) or None, grad V(x), data_grad or None)``; for a linear posterior the
-    residual ``A x - y`` is formed once, and for a circulant blur in Fourier (:class:`SpectralData`: one FFT pair
-    per gradient, Parseval for the value). Non-smooth priors enter through ``prior_gradient``:
+    ``obj`` goes through :func:`~invprob.potential.as_potential`. A :class:`~invprob.Posterior` (the one
+    ``isinstance`` check of the samplers: it decides the MAP start, the Fourier fast path of PBRWP and the
+    posterior preconditioners) is sampled through a smoothed view whose value belongs to its gradient
+    (:mod:`invprob.solvers.samplers.potentials`), chosen by ``prior_gradient``:
 
-    - ``"smooth"``: the prior's own ``grad`` (TV: the ``eps``-smoothed gradient, Lipschitz ``8 weight / eps``,
-      and the value is then the smoothed TV ``fn_smooth`` so that value and gradient belong together);
-    - ``"moreau"``: the Moreau-Yosida gradient ``(x - prox_{lam R}(x)) / lam`` (Lipschitz ``1 / lam``), and
-      ``V`` then uses the Moreau envelope of ``R`` so that value and gradient belong to one smooth potential.
-      This is MYULA's choice (Durmus, Moulines, Pereyra 2018).
+    - ``"smooth"`` (and ``"auto"``): the prior's own smoothing (:class:`PriorSmoothed`; TV's ``eps``-smoothed
+      TV, Lipschitz ``8 weight / eps``). A TV prox costs about five smoothed-TV gradients on the CPU (measured at
+      128^2), and for equal Lipschitz constants the two smoothings blur the prior on the same scale, so the
+      cheaper one is the default;
+    - ``"moreau"``: the Moreau-Yosida envelope (:class:`MoreauSmoothed`, ``lam = 1 / L_data`` unless given),
+      MYULA's choice (Durmus, Moulines, Pereyra 2018).
 
-    ``"auto"`` is ``"smooth"``: the sampled density is then the one whose gradient :meth:`Posterior.grad` gives
-    (for TV the ``eps``-smoothed TV; ``eps`` sets the stiffness ``8 weight / eps`` and the step). A TV prox
-    costs about five smoothed-TV gradients on the CPU (measured at 128^2), and for equal Lipschitz constants
-    the two smoothings blur the prior on the same scale, so the cheaper one is the default.
+    ``evaluate(x, need_fn)`` is ``value_and_grad`` in slices of ``chunk_size`` particles.
     """
 
-    def __init__(self, obj, *, prior_gradient: str = "auto", lam: float | None = None, chunk_size: int | None = None):
-        from invprob.posterior import Posterior
+    def __init__(self, obj, *, prior_gradient: str = "auto", lam: float | None = None, chunk_size: int | None = None,
+                 lipschitz: float | None = None):
+        from invprob.solvers.samplers.potentials import MoreauSmoothed, PriorSmoothed
 
-        if not (hasattr(obj, "fn") and hasattr(obj, "grad")):
-            raise ValueError("target must be an invprob.Posterior or provide batched fn and grad, "
-                             f"got {type(obj).__name__}")
-        self.obj = obj
-        self.is_posterior = isinstance(obj, Posterior)
-        self.beta = float(getattr(obj, "beta", 1.0))
-        self.chunk_size = chunk_size
-        if prior_gradient not in ("auto", "smooth", "moreau"):
+        if prior_gradient not in PRIOR_GRADIENTS:
             raise ValueError(f"prior_gradient must be 'auto', 'smooth' or 'moreau', got {prior_gradient!r}")
-        if prior_gradient == "auto":
-            prior_gradient = "smooth"  # the posterior's own gradient (TV: eps-smoothed), as Posterior.grad
-        if prior_gradient == "moreau":
-            if not self.is_posterior:
-                raise ValueError("prior_gradient='moreau' needs an invprob.Posterior (the prox of its prior)")
-            if lam is None:
-                lam = 1.0 / obj.data_lipschitz()
-            lam = check_positive("lam", lam)
-        self.prior_gradient = prior_gradient
+        pot = as_potential(obj)
+        self.obj = obj
+        self.posterior: Posterior | None = pot if isinstance(pot, Posterior) else None
+        self.prior_gradient = "smooth" if prior_gradient == "auto" else prior_gradient
         self.lam = lam
-        from invprob.priors import TV
-
-        self._is_tv = self.is_posterior and isinstance(obj.prior, TV) and prior_gradient == "smooth"
-        op = getattr(obj, "operator", None)
-        # a circulant blur: the data term goes through Fourier (SpectralData), one FFT pair per gradient
-        self.is_spectral = bool(self.is_posterior and obj.is_linear and getattr(op, "is_circulant", False)
-                                and hasattr(op, "fourier_symbol"))
-        self._spectral_cache: dict = {}
-        self.event_shape = tuple(obj.event_shape) if hasattr(obj, "event_shape") and obj.event_shape else None
-
-    # --------------------------------------------------------------------------------------------------
-    def prior_terms(self, x: torch.Tensor, need_fn: bool = False):
-        """``(prior value or None, prior part of the drift)``: the prior half of :meth:`evaluate`."""
-        return self._prior_terms(x, need_fn)
-
-    def _prior_terms(self, x, need_fn):
-        post = self.obj
         if self.prior_gradient == "moreau":
-            p = post.prior.prox(x, self.lam)
-            g = (x - p) / self.lam
-            f = None
-            if need_fn:
-                f = post.prior.fn(p) + (x - p).pow(2).flatten(1).sum(1) / (2 * self.lam)
-            return f, g
-        prior = post.prior
-        if self._is_tv:
-            # smoothed TV value and gradient from one finite-difference pass (the value matches the gradient)
-            from invprob.priors.tv import div2d, grad2d
+            if self.posterior is None:
+                raise ValueError("prior_gradient='moreau' needs an invprob.Posterior (the prox of its prior)")
+            pot = MoreauSmoothed(self.posterior, lam)
+            self.lam = pot.lam
+        elif self.posterior is not None:
+            pot = PriorSmoothed(self.posterior)
+        self.potential = pot
+        self.beta = float(pot.beta)
+        self.chunk_size = chunk_size
+        self.event_shape = tuple(pot.event_shape) if pot.event_shape else None
+        self.center: torch.Tensor | None = None  # the initial point before spreading (MAP by default)
+        self._lipschitz = lipschitz
 
-            gx = grad2d(x)
-            nrm = (gx.pow(2).sum(-3, keepdim=True) + prior.eps**2).sqrt()
-            f = prior.weight * nrm.flatten(1).sum(1) if need_fn else None
-            return f, -prior.weight * div2d(gx / nrm)
-        return (prior.fn(x) if need_fn else None), prior.grad(x)
+    @property
+    def is_posterior(self) -> bool:
+        return self.posterior is not None
 
-    def spectral(self, ref: torch.Tensor) -> SpectralData | None:
-        """The Fourier data term for ``ref``'s dtype and device (None unless the operator is a circulant blur)."""
-        if not self.is_spectral:
-            return None
-        key = (ref.dtype, ref.device)
-        if key not in self._spectral_cache:
-            self._spectral_cache[key] = SpectralData(self.obj, ref)
-        return self._spectral_cache[key]
-
-    def prior_value(self, x: torch.Tensor) -> torch.Tensor:
-        """The prior part of :meth:`value` (the value that belongs to the drift's prior gradient)."""
-        post = self.obj
-        if self.prior_gradient == "moreau":
-            return self._prior_terms(x, True)[0]
-        if self._is_tv:
-            return tv_smooth_value(x, post.prior.weight, post.prior.eps)
-        return post.prior.fn(x)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        """``V(x)`` only (no gradient): one forward operator call for a linear posterior (none for a circulant one)."""
-        if not self.is_posterior:
-            return self.obj.fn(x)
-        post = self.obj
-        sp = self.spectral(x)
-        if sp is not None:
-            df = sp.data_value(sp.residual(torch.fft.rfft2(x)))
-        elif post.is_linear:
-            df = (post.operator.A(x) - post.y.to(x)).pow(2).flatten(1).sum(1) / (2 * post.noise_std**2)
-        else:
-            df = post.data_fidelity(x)
-        return df + self.prior_value(x)
-
-    def _evaluate(self, x, need_fn):
-        if not self.is_posterior:
-            return (self.obj.fn(x) if need_fn else None), self.obj.grad(x), None
-        post = self.obj
-        sp = self.spectral(x)
-        if sp is not None:
-            R = sp.residual(torch.fft.rfft2(x))
-            dg = sp.data_grad(R)
-            df = sp.data_value(R) if need_fn else None
-        elif post.is_linear:
-            r = post.operator.A(x) - post.y.to(x)
-            dg = post.operator.A_adjoint(r) / post.noise_std**2
-            df = r.pow(2).flatten(1).sum(1) / (2 * post.noise_std**2) if need_fn else None
-        else:
-            dg = post.data_grad(x)
-            df = post.data_fidelity(x) if need_fn else None
-        pf, pg = self._prior_terms(x, need_fn)
-        return (df + pf if need_fn else None), dg + pg, dg
+    def reset(self) -> None:
+        """Clear the prior's warm-start caches (TV's dual prox): they change results in the last bits."""
+        if self.posterior is not None:
+            self.posterior.prior.reset()
 
     def evaluate(self, x: torch.Tensor, need_fn: bool = True):
+        """``(V(x) or None, grad V(x), data part of the gradient or None)``, chunked."""
+        value_and_grad = self.potential.value_and_grad
         if self.chunk_size is None or x.shape[0] <= self.chunk_size:
-            return self._evaluate(x, need_fn)
-        parts = [self._evaluate(x[i : i + self.chunk_size], need_fn) for i in range(0, x.shape[0], self.chunk_size)]
+            return value_and_grad(x, need_fn)
+        parts = [value_and_grad(x[i : i + self.chunk_size], need_fn) for i in range(0, x.shape[0], self.chunk_size)]
         f = torch.cat([p[0] for p in parts]) if need_fn else None
         g = torch.cat([p[1] for p in parts])
         dg = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
         return f, g, dg
 
-    def fn(self, x):
-        return self.evaluate(x, True)[0]
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """``V(x)`` only (one forward operator call for a linear posterior, none for a circulant one)."""
+        return self.potential.fn(x)
 
-    def grad(self, x):
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.evaluate(x, False)[1]
 
+    def prior_terms(self, x: torch.Tensor, need_fn: bool = False):
+        """``(prior value or None, prior gradient)`` of a posterior's smoothed view (PBRWP's Fourier step)."""
+        return self.potential.prior_value_and_grad(x, need_fn)
+
+    def prior_value(self, x: torch.Tensor) -> torch.Tensor:
+        """The prior part of :meth:`value` (the value that belongs to the drift's prior gradient)."""
+        if self.prior_gradient == "smooth":
+            return self.posterior.prior.fn_smooth(x)
+        return self.potential.prior_value_and_grad(x, True)[0]
+
+    def spectral(self, ref: torch.Tensor):
+        """The posterior's Fourier data term for ``ref`` (None for plain potentials and non-circulant operators)."""
+        return None if self.posterior is None else self.posterior.spectral_data(ref)
+
     def lipschitz(self, precond) -> float:
-        """An upper estimate of the Lipschitz constant of ``M grad V`` in the ``M`` metric (default steps)."""
-        from invprob.solvers.samplers.preconditioners import FourierPreconditioner, IdentityPreconditioner
-
-        if not self.is_posterior:
-            return _power_lipschitz(self, precond)
-        post = self.obj
-        norm_m = precond.norm()
-        if isinstance(precond, FourierPreconditioner):
-            d = post.operator.fourier_symbol(torch.float64, "cpu").abs() ** 2 / post.noise_std**2
-            data = float((d / precond.inv_symbol).max())
-        elif isinstance(precond, IdentityPreconditioner):
-            data = post.data_lipschitz()
-        elif precond.kind == "normal":
-            data = 1.0
-        else:
-            data = post.data_lipschitz() * norm_m
-        prior = post.prior
-        if self.prior_gradient == "moreau":
-            pl = 1.0 / self.lam
-        elif getattr(prior, "is_quadratic", False) and hasattr(prior, "precision_symbol"):
-            H, W = self.event_shape[-2:]
-            ps = prior.precision_symbol(H, W, dtype=torch.float64)
-            if isinstance(precond, FourierPreconditioner):
-                return data + float((ps / precond.inv_symbol).max())
-            pl = float(ps.max())
-        elif hasattr(prior, "eps"):
-            pl = 8.0 * prior.weight / prior.eps  # TV: ||D||^2 <= 8; L1 in an orthonormal basis: weight / eps
-            if type(prior).__name__ == "L1":
-                pl = prior.weight / prior.eps
-        else:
-            pl = 0.0
-        return data + pl * norm_m
-
-
-def _power_lipschitz(target: Target, precond, n_iter: int = 50) -> float:
-    """Largest eigenvalue of ``M Hess V`` by power iteration on gradient differences (plain potentials)."""
-    shape = target.event_shape
-    if shape is None:
-        raise ValueError("a plain potential needs event_shape (or pass step=...) for the default step")
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.zeros((1, *shape), dtype=torch.float64)
-    g0 = target.grad(x0)
-    v = torch.randn((1, *shape), generator=g, dtype=torch.float64)
-    lam = 1.0
-    for _ in range(n_iter):
-        v = v / v.norm()
-        w = precond.apply(target.grad(x0 + v) - g0)
-        lam = float((w * precond.inv_apply(v)).sum() / (v * precond.inv_apply(v)).sum())
-        v = w
-    return abs(lam)
+        """Lipschitz constant of ``M grad V`` in the ``M`` metric: the one given to the sampler, else the
+        potential's own, else a power iteration on gradient differences (unit-size moves from 0)."""
+        if self._lipschitz is not None:
+            return float(self._lipschitz)
+        L = self.potential.lipschitz(precond)
+        if L is not None:
+            return float(L)
+        if self.event_shape is None:
+            raise ValueError("a plain potential needs event_shape (or pass step=...) for the default step")
+        x0 = torch.zeros((1, *self.event_shape), dtype=torch.float64)
+        return preconditioned_power_iteration(self.grad, x0, precond, n_iter=50)
 
 
 # ---------------------------------------------------------------------------------------------------- sampler
+@dataclass
+class SamplerState:
+    """What a sampler's ``_prepare`` returns and its ``_step`` reads: the shared fields (subclassed per sampler).
+
+    ``info`` holds the sampler's extra ``result.info`` keys; ``keep_samples`` is set by the run.
+    """
+
+    precond: Any
+    step: float
+    estimator: Any
+    keep_samples: int = 0
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The validated loop parameters of one :meth:`Sampler.run`."""
+
+    n_particles: int
+    n_iter: int
+    burn_in: int
+    keep_samples: int
+    log_every: int
+    chunk_size: int | None
+    spread: float
+
+    def keep_iterations(self) -> set[int]:
+        """The iterations whose particles are stored: ``keep_samples`` thinned evenly after burn-in."""
+        if self.keep_samples == 0:
+            return set()
+        n_keep = min(self.n_iter - self.burn_in, math.ceil(self.keep_samples / self.n_particles))
+        span = (self.n_iter - self.burn_in - 1) / max(1, n_keep - 1)
+        return {self.burn_in + 1 + round(i * span) for i in range(n_keep)}
+
+
+@dataclass
+class _Loop:
+    """What the iteration loop leaves behind."""
+
+    x: torch.Tensor
+    stats: Welford
+    kept: list
+    logs: list
+    loop_time: float
+
+
 class Sampler:
     """Base class of the samplers: ``run(target, n_particles=..., n_iter=..., ...) -> PosteriorResult``."""
 
@@ -345,27 +258,17 @@ class Sampler:
         self.config = config
 
     # hooks ------------------------------------------------------------------------------------------------
-    def _prepare(self, target: Target, x: torch.Tensor, gen: torch.Generator) -> dict:
-        return {}
-
-    def _step(self, target: Target, x: torch.Tensor, state: dict, gen: torch.Generator, log: bool):
+    def _prepare(self, target: Target, x: torch.Tensor, gen: torch.Generator) -> SamplerState:
         raise NotImplementedError
 
-    def _accumulate(self, target: Target, x: torch.Tensor, state: dict) -> None:
-        pass
-
-    def _sample_view(self, target: Target, x: torch.Tensor, state: dict, gen: torch.Generator) -> torch.Tensor:
-        """What a stored sample is, given the particles of a kept iteration (default: the particles)."""
-        return x.detach().clone()
-
-    def _finalize(self, target, x, particles: Welford, state, gen):
-        """-> (mean, std, uncertainty info, samples or None to keep the stored ones)."""
-        std = particles.variance().sqrt()
-        return particles.mean, std, {"estimator": "particles",
-                                     "calibration": "pooled moments of the chains after burn-in (Welford)"}, None
+    def _step(self, target: Target, x: torch.Tensor, state: SamplerState, gen: torch.Generator, log: bool):
+        raise NotImplementedError
 
     def _target_options(self) -> dict:
         return {}
+
+    def _config_dict(self) -> dict:
+        return asdict(self.config)
 
     # the loop ---------------------------------------------------------------------------------------------
     def run(
@@ -391,8 +294,8 @@ class Sampler:
         Parameters
         ----------
         target : invprob.Posterior or potential
-            A posterior, or any object with batched ``fn``/``grad`` on ``(B, *event_shape)`` (plus
-            ``event_shape`` or an ``init``).
+            A posterior, an :class:`~invprob.potential.Potential`, or any object with batched ``fn``/``grad`` on
+            ``(B, *event_shape)`` (plus ``event_shape`` or an ``init``).
         n_particles : int
             Number of particles (PBRWP) or parallel chains (Langevin): the batch dimension.
         n_iter : int
@@ -405,7 +308,7 @@ class Sampler:
         init : torch.Tensor, optional
             ``(*event_shape)`` or ``(1, *event_shape)`` (spread by ``init_spread``) or ``(n_particles,
             *event_shape)`` (used as is). Default: the MAP estimate (:func:`~invprob.solvers.map_estimate`) of a
-            posterior, the mean/zero of a plain potential, plus ``init_spread`` times standard normal noise.
+            posterior, the potential's ``initial_point()`` or zero, plus ``init_spread`` times standard normal noise.
         init_spread : float, optional
             Standard deviation of the initial noise around ``init`` (default: sampler-specific, 0.01 for PBRWP
             whose particles must differ, 0 for Langevin chains).
@@ -430,155 +333,162 @@ class Sampler:
             ``mean``, ``std`` of shape ``(1, *event_shape)``, ``map`` (the MAP used for initialisation, if any),
             ``samples`` when asked, and ``info`` (see the package docstring).
         """
-        n_particles = _check_int("n_particles", n_particles, 1)
-        n_iter = _check_int("n_iter", n_iter, 1)
-        burn_in = n_iter // 2 if burn_in is None else _check_int("burn_in", burn_in, 0)
-        if burn_in >= n_iter:
-            raise ValueError(f"burn_in must be smaller than n_iter ({n_iter}), got {burn_in}")
-        keep_samples = _check_int("keep_samples", keep_samples, 0)
-        log_every = max(1, n_iter // 100) if log_every is None else _check_int("log_every", log_every, 1)
-        if chunk_size is not None:
-            chunk_size = _check_int("chunk_size", chunk_size, 1)
-        spread = (self.default_init_spread if init_spread is None
-                  else check_positive("init_spread", init_spread, allow_zero=True))
-
-        tgt = Target(target, chunk_size=chunk_size, **self._target_options())
-        prior = getattr(target, "prior", None)
-        if hasattr(prior, "reset"):
-            prior.reset()  # warm-start caches (TV's dual prox) change results in the last bits: start clean
+        cfg = _run_settings(n_particles, n_iter, burn_in, keep_samples, log_every, chunk_size,
+                            self.default_init_spread if init_spread is None else init_spread)
+        tgt = Target(target, chunk_size=cfg.chunk_size, **self._target_options())
+        tgt.reset()
         t_start = time.perf_counter()
-        x, x_map, dtype, device, explicit = self._initial(tgt, init, n_particles, dtype, device)
+        x, x_map, dtype, device, explicit = _initial(tgt, init, cfg.n_particles, dtype, device)
         gen, seed = make_generator(rng, device)
         center = x.mean(0, keepdim=True)
-        if spread > 0 and not explicit:  # an explicit particle set is used as is
-            x = x + spread * randn_like(x, gen)
+        if cfg.spread > 0 and not explicit:  # an explicit particle set is used as is
+            x = x + cfg.spread * randn_like(x, gen)
         if tgt.event_shape is None:
             tgt.event_shape = tuple(x.shape[1:])
-        tgt.center = center  # the initial point before spreading (MAP by default)
+        tgt.center = center
         state = self._prepare(tgt, x, gen)
-        state["keep_samples"] = keep_samples
+        state.keep_samples = cfg.keep_samples
+        state.estimator.prepare(tgt, state, x)
+        loop = self._loop(tgt, x, state, gen, cfg, progress, callback)
+        t_fin = time.perf_counter()
+        out = state.estimator.finalize(tgt, loop.x, loop.stats, state, gen)
+        timing = {"t_start": t_start, "loop": loop.loop_time, "finalize": time.perf_counter() - t_fin}
+        return self._result(tgt, state, loop, out, cfg, x_map, (seed, dtype, device), timing)
 
+    def _loop(self, tgt, x, state, gen, cfg: RunSettings, progress: bool, callback) -> _Loop:
         stats = Welford()
-        n_keep_iters = 0 if keep_samples == 0 else min(n_iter - burn_in, math.ceil(keep_samples / n_particles))
-        keep_at = set()
-        if n_keep_iters:
-            span = (n_iter - burn_in - 1) / max(1, n_keep_iters - 1)
-            keep_at = {burn_in + 1 + round(i * span) for i in range(n_keep_iters)}
+        keep_at = cfg.keep_iterations()
         kept: list[torch.Tensor] = []
         logs: list[dict] = []
+        estimator = state.estimator
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_iter, desc=self.name, leave=False)
+            bar = tqdm(total=cfg.n_iter, desc=self.name, leave=False)
         t_loop = time.perf_counter()
-        for it in range(1, n_iter + 1):
-            do_log = it % log_every == 0 or it == n_iter or it == 1
-            x, entry = self._step(tgt, x, state, gen, do_log)
-            if it > burn_in:
-                stats.update(x)
-                self._accumulate(tgt, x, state)
-                if it in keep_at:
-                    kept.append(self._sample_view(tgt, x, state, gen))
-            if do_log:
-                entry = {"iteration": it, **entry}
-                logs.append(entry)
-                # the one sync of a logging iteration; min and max are finite iff every entry is (NaN propagates),
-                # one reduction instead of isfinite's full boolean tensor (4x faster on the CPU)
-                finite = bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
-                if not finite:
+        try:
+            for it in range(1, cfg.n_iter + 1):
+                do_log = it % cfg.log_every == 0 or it == cfg.n_iter or it == 1
+                x, entry = self._step(tgt, x, state, gen, do_log)
+                if it > cfg.burn_in:
+                    stats.update(x)
+                    estimator.accumulate(tgt, x, state)
+                    if it in keep_at:
+                        kept.append(estimator.sample_view(tgt, x, state, gen))
+                if do_log:
+                    entry = {"iteration": it, **entry}
+                    logs.append(entry)
+                    self._check_finite(x, it, state)
                     if bar is not None:
-                        bar.close()
-                    raise FloatingPointError(f"{self.name}: non-finite particles at iteration {it}; reduce the step "
-                                             f"(now {state.get('step')}) or check the potential")
+                        bar.set_postfix({k: f"{float(v):.4g}" for k, v in entry.items()
+                                         if k in ("potential", "entropy", "spread")})
                 if bar is not None:
-                    bar.set_postfix({k: f"{float(v):.4g}" for k, v in entry.items()
-                                     if k in ("potential", "entropy", "spread")})
+                    bar.update(1)
+                if callback is not None:
+                    callback(it, x, entry if do_log else None)
+        finally:
             if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(it, x, entry if do_log else None)
-        loop_time = time.perf_counter() - t_loop
-        if bar is not None:
-            bar.close()
-        t_fin = time.perf_counter()
-        mean, std, unc, fin_samples = self._finalize(tgt, x, stats, state, gen)
-        fin_time = time.perf_counter() - t_fin
+                bar.close()
+        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop)
+
+    def _check_finite(self, x: torch.Tensor, it: int, state: SamplerState) -> None:
+        """The one sync of a logging iteration; min and max are finite iff every entry is (NaN propagates), one
+        reduction instead of isfinite's full boolean tensor (4x faster on the CPU)."""
+        if not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+            raise FloatingPointError(f"{self.name}: non-finite particles at iteration {it}; reduce the step "
+                                     f"(now {state.step}) or check the potential")
+
+    def _result(self, tgt, state, loop: _Loop, out, cfg: RunSettings, x_map, run_id, timing) -> PosteriorResult:
+        seed, dtype, device = run_id
+        x, stats = loop.x, loop.stats
         shape = (1, *x.shape[1:])
-        if fin_samples is not None:
-            kept = [fin_samples]
-        samples = torch.cat(kept)[:keep_samples].cpu() if kept and keep_samples else None
-        part_mean, part_std = stats.mean.reshape(shape), stats.variance().sqrt().reshape(shape)
+        kept = [out.samples] if out.samples is not None else loop.kept
+        samples = torch.cat(kept)[: cfg.keep_samples].cpu() if kept and cfg.keep_samples else None
         info: dict[str, Any] = {
             "sampler": self.name,
-            "config": asdict(self.config),
-            "iterations": n_iter,
-            "burn_in": burn_in,
-            "n_particles": n_particles,
+            "config": self._config_dict(),
+            "iterations": cfg.n_iter,
+            "burn_in": cfg.burn_in,
+            "n_particles": cfg.n_particles,
             "accumulated_states": stats.count,
             "seed": seed,
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "versions": versions(),
-            "wall_time_s": time.perf_counter() - t_start,
-            "loop_time_s": loop_time,
-            "time_per_iteration_s": loop_time / n_iter,
-            "finalize_time_s": fin_time,
-            "step": state.get("step"),
-            "preconditioner": state["precond"].describe() if "precond" in state else None,
+            "wall_time_s": time.perf_counter() - timing["t_start"],
+            "loop_time_s": timing["loop"],
+            "time_per_iteration_s": timing["loop"] / cfg.n_iter,
+            "finalize_time_s": timing["finalize"],
+            "step": state.step,
+            "preconditioner": state.precond.describe() if state.precond is not None else None,
             "prior_gradient": tgt.prior_gradient if tgt.is_posterior else "potential",
             "lam": tgt.lam,
-            "log": _logs_to_lists(logs),
-            "uncertainty": unc,
-            "particle_mean": part_mean.to(dtype).cpu(),
-            "particle_std": part_std.to(dtype).cpu(),
-            "final_particles_std": x.double().std(0).mean().item() if n_particles > 1 else 0.0,
+            "log": _logs_to_lists(loop.logs),
+            "uncertainty": out.info,
+            "particle_mean": stats.mean.reshape(shape).to(dtype).cpu(),
+            "particle_std": stats.variance().sqrt().reshape(shape).to(dtype).cpu(),
+            "final_particles_std": x.double().std(0).mean().item() if cfg.n_particles > 1 else 0.0,
+            **state.info,
         }
-        if "info" in state:
-            info.update(state["info"])
-        return PosteriorResult(mean=mean.reshape(shape).to(dtype), std=std.reshape(shape).to(dtype),
+        return PosteriorResult(mean=out.mean.reshape(shape).to(dtype), std=out.std.reshape(shape).to(dtype),
                                map=None if x_map is None else x_map.to(dtype), samples=samples, info=info)
 
-    # ------------------------------------------------------------------------------------------------------
-    def _initial(self, tgt: Target, init, n, dtype, device):
-        x_map = None
-        if init is not None:
-            if not torch.is_tensor(init):
-                init = torch.as_tensor(init)
-            dtype = dtype or (init.dtype if init.is_floating_point() else torch.get_default_dtype())
-            device = torch.device(device) if device is not None else init.device
-            x = init.to(dtype=dtype, device=device)
-            shape = tgt.event_shape
-            if shape is not None and tuple(x.shape) == tuple(shape):
-                x = x[None]
-            elif shape is None and x.ndim == 1:
-                x = x[None]
-            explicit = x.shape[0] == n and n > 1
-            if x.shape[0] == 1:
-                x = x.expand(n, *x.shape[1:]).clone()
-            elif x.shape[0] != n:
-                raise ValueError(f"init must have leading dimension 1 or n_particles={n}, "
-                                 f"got shape {tuple(init.shape)}")
-            if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-                raise ValueError(f"init has event shape {tuple(x.shape[1:])}, the target's is {tuple(shape)}")
-            return x.clone(), None, dtype, device, explicit
-        if tgt.is_posterior:
-            from invprob.solvers.map import map_estimate
 
-            post = tgt.obj
-            dtype = dtype or post.y.dtype
-            device = torch.device(device) if device is not None else post.y.device
-            x_map = map_estimate(post, dtype=dtype, device=device, max_iter=500, tol=1e-6).x
-            return x_map.expand(n, *x_map.shape[1:]).clone(), x_map, dtype, device, False
-        if tgt.event_shape is None:
-            raise ValueError("a plain potential without event_shape needs init=")
-        dtype = dtype or torch.get_default_dtype()
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        m = getattr(tgt.obj, "mean", None)
-        x = torch.zeros((n, *tgt.event_shape), dtype=dtype, device=device)
-        if torch.is_tensor(m) and tuple(m.shape) == tuple(tgt.event_shape):
-            x = x + m.to(dtype=dtype, device=device)
-        return x, None, dtype, device, False
+def _run_settings(n_particles, n_iter, burn_in, keep_samples, log_every, chunk_size, spread) -> RunSettings:
+    n_particles = _check_int("n_particles", n_particles, 1)
+    n_iter = _check_int("n_iter", n_iter, 1)
+    burn_in = n_iter // 2 if burn_in is None else _check_int("burn_in", burn_in, 0)
+    if burn_in >= n_iter:
+        raise ValueError(f"burn_in must be smaller than n_iter ({n_iter}), got {burn_in}")
+    keep_samples = _check_int("keep_samples", keep_samples, 0)
+    log_every = max(1, n_iter // 100) if log_every is None else _check_int("log_every", log_every, 1)
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    spread = check_positive("init_spread", spread, allow_zero=True)
+    return RunSettings(n_particles, n_iter, burn_in, keep_samples, log_every, chunk_size, spread)
+
+
+def _initial(tgt: Target, init, n: int, dtype, device):
+    """-> (particles, MAP or None, dtype, device, whether ``init`` is an explicit particle set)."""
+    if init is not None:
+        return _initial_from(tgt, init, n, dtype, device)
+    if tgt.posterior is not None:
+        from invprob.solvers.map import map_estimate
+
+        post = tgt.posterior
+        dtype = dtype or post.y.dtype
+        device = torch.device(device) if device is not None else post.y.device
+        x_map = map_estimate(post, dtype=dtype, device=device, max_iter=500, tol=1e-6).x
+        return x_map.expand(n, *x_map.shape[1:]).clone(), x_map, dtype, device, False
+    if tgt.event_shape is None:
+        raise ValueError("a plain potential without event_shape needs init=")
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    x = torch.zeros((n, *tgt.event_shape), dtype=dtype, device=device)
+    start = tgt.potential.initial_point()
+    if start is not None:
+        x = x + start.to(dtype=dtype, device=device)
+    return x, None, dtype, device, False
+
+
+def _initial_from(tgt: Target, init, n: int, dtype, device):
+    if not torch.is_tensor(init):
+        init = torch.as_tensor(init)
+    dtype = dtype or (init.dtype if init.is_floating_point() else torch.get_default_dtype())
+    device = torch.device(device) if device is not None else init.device
+    x = init.to(dtype=dtype, device=device)
+    shape = tgt.event_shape
+    if (shape is not None and tuple(x.shape) == tuple(shape)) or (shape is None and x.ndim == 1):
+        x = x[None]
+    explicit = x.shape[0] == n and n > 1
+    if x.shape[0] == 1:
+        x = x.expand(n, *x.shape[1:]).clone()
+    elif x.shape[0] != n:
+        raise ValueError(f"init must have leading dimension 1 or n_particles={n}, got shape {tuple(init.shape)}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"init has event shape {tuple(x.shape[1:])}, the target's is {tuple(shape)}")
+    return x.clone(), None, dtype, device, explicit
 
 
 def _check_int(name: str, value, minimum: int) -> int:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from invprob._checks import check_positive
-from invprob.solvers.samplers.base import Sampler, randn_like
+from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState, randn_like
+from invprob.solvers.samplers.estimators import ParticleMoments
 from invprob.solvers.samplers.preconditioners import IdentityPreconditioner, make_preconditioner
 
-__all__ = ["MLA", "MYULA", "ULA", "LangevinConfig"]
+__all__ = ["MLA", "MYULA", "ULA", "LangevinConfig", "LangevinState"]
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,19 @@ class LangevinConfig:
     prior_gradient : {"auto", "smooth", "moreau"}
     lam : float or None
         Moreau-Yosida parameter (default ``1 / L_data`` = ``sigma_n^2 / ||A||^2``).
-    tv_curvature : float or None
-        Needed by ``preconditioner="posterior"`` with a TV prior.
+    lipschitz : float or None
+        Lipschitz constant of ``M grad V`` in the ``M`` metric for the default step (None: the potential's own
+        ``lipschitz(M)`` or a power iteration). ``preconditioner="posterior"`` takes the prior's curvature from
+        the prior itself (e.g. ``TV(..., curvature=kappa)``, else TV's rule at the starting point).
     """
 
     step: float | None = None
     step_scale: float = 0.5
     preconditioner: Any = "identity"
     c: float = 1.0
-    prior_gradient: str = "auto"
+    prior_gradient: Literal["auto", "smooth", "moreau"] = "auto"
     lam: float | None = None
-    tv_curvature: float | None = None
+    lipschitz: float | None = None
 
     def __post_init__(self):
         if self.step is not None:
@@ -58,6 +61,17 @@ class LangevinConfig:
         check_positive("c", self.c)
         if self.lam is not None:
             check_positive("lam", self.lam)
+        if self.lipschitz is not None:
+            check_positive("lipschitz", self.lipschitz)
+        if self.prior_gradient not in PRIOR_GRADIENTS:
+            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
+
+
+@dataclass
+class LangevinState(SamplerState):
+    """A Langevin run's state: the preconditioner, the step and the noise scale ``sqrt(2 eta / beta)``."""
+
+    noise: float = 0.0
 
 
 class _Langevin(Sampler):
@@ -67,25 +81,28 @@ class _Langevin(Sampler):
         super().__init__(config)
 
     def _target_options(self):
-        return {"prior_gradient": self.config.prior_gradient, "lam": self.config.lam}
-
-    def _prepare(self, target, x, gen):
         cfg = self.config
-        precond = make_preconditioner(cfg.preconditioner, target.obj, c=cfg.c, tv_curvature=cfg.tv_curvature)
+        return {"prior_gradient": cfg.prior_gradient, "lam": cfg.lam, "lipschitz": cfg.lipschitz}
+
+    def _prepare(self, target, x, gen) -> LangevinState:
+        cfg = self.config
+        spec = target.posterior if target.posterior is not None else target.potential
+        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center)
         if not isinstance(precond, IdentityPreconditioner):
             precond.sqrt_apply(torch.zeros_like(x[:1]))  # fail early when M^(1/2) is unavailable
         step = cfg.step if cfg.step is not None else cfg.step_scale / target.lipschitz(precond)
-        return {"precond": precond, "step": float(step), "noise": math.sqrt(2 * step / target.beta)}
+        return LangevinState(precond=precond, step=float(step), estimator=ParticleMoments(),
+                             noise=math.sqrt(2 * step / target.beta))
 
     def _step(self, target, x, state, gen, log):
         fn, g, _ = target.evaluate(x, need_fn=log)
-        p = state["precond"]
+        p = state.precond
         xi = randn_like(x, gen)
-        x_new = x - state["step"] * p.apply(g) + state["noise"] * p.sqrt_apply(xi)
+        x_new = x - state.step * p.apply(g) + state.noise * p.sqrt_apply(xi)
         entry = {}
         if log:
             entry = {"potential": fn.mean(), "spread": x.std(0).mean() if x.shape[0] > 1 else torch.zeros(()),
-                     "step": state["step"], "grad_norm": g.flatten(1).norm(dim=1).mean()}
+                     "step": state.step, "grad_norm": g.flatten(1).norm(dim=1).mean()}
         return x_new, entry
 
 
@@ -106,9 +123,9 @@ class ULA(_Langevin):
     name = "ULA"
 
     def __init__(self, step: float | None = None, *, step_scale: float = 0.5, prior_gradient: str = "smooth",
-                 lam: float | None = None):
+                 lam: float | None = None, lipschitz: float | None = None):
         super().__init__(LangevinConfig(step=step, step_scale=step_scale, preconditioner="identity",
-                                        prior_gradient=prior_gradient, lam=lam))
+                                        prior_gradient=prior_gradient, lam=lam, lipschitz=lipschitz))
 
 
 class MYULA(_Langevin):
@@ -116,9 +133,10 @@ class MYULA(_Langevin):
 
     name = "MYULA"
 
-    def __init__(self, step: float | None = None, *, lam: float | None = None, step_scale: float = 0.5):
+    def __init__(self, step: float | None = None, *, lam: float | None = None, step_scale: float = 0.5,
+                 lipschitz: float | None = None):
         super().__init__(LangevinConfig(step=step, step_scale=step_scale, preconditioner="identity",
-                                        prior_gradient="moreau", lam=lam))
+                                        prior_gradient="moreau", lam=lam, lipschitz=lipschitz))
 
 
 class MLA(_Langevin):
@@ -133,6 +151,6 @@ class MLA(_Langevin):
 
     def __init__(self, step: float | None = None, *, preconditioner: Any = "normal", c: float = 1.0,
                  step_scale: float = 0.5, prior_gradient: str = "auto", lam: float | None = None,
-                 tv_curvature: float | None = None):
+                 lipschitz: float | None = None):
         super().__init__(LangevinConfig(step=step, step_scale=step_scale, preconditioner=preconditioner, c=c,
-                                        prior_gradient=prior_gradient, lam=lam, tv_curvature=tv_curvature))
+                                        prior_gradient=prior_gradient, lam=lam, lipschitz=lipschitz))

@@ -14,13 +14,14 @@ Cost. For a circulant blur and a Fourier-diagonal ``M`` (the defaults on a circu
 in Fourier with the same formulas (``info["fourier_step"]``): one ``rfft2`` of the centred particles, one of the
 prior gradient, one ``irfft2`` for ``M grad V``; the ``M^-1`` Gram (float64), ``g^T M g`` and the data term of
 ``V`` at the one-step envelope point by Parseval on the half spectrum. Measured at 256^2, N = 40 (one CPU
-thread): 1.3-1.4x the time of N batched ULA steps, against 2.1x for the spatial path (``benchmarks/RESULTS.md``,
-section ``pbrwp_cost``).
+thread): 1.3-1.4x the time of N batched ULA steps, against 2.1x for the spatial path (benchmark
+``pbrwp_cost`` of the repository's ``benchmarks/RESULTS.md``).
 
 The particles of this deterministic scheme collapse at image scale (``algorithms.md``, "the high-dimensional
 trap"): their spread is a few per cent of the posterior std. The particle moments stay available
 (``uncertainty="particles"``, and always in ``info["particle_mean"]``/``info["particle_std"]``); the default
-output is the moments of the regularized density ``WProx(rho_N) = (1/N) sum_j K(., x_j)``,
+output (the estimators of :mod:`invprob.solvers.samplers.estimators`) is the moments of the regularized density
+``WProx(rho_N) = (1/N) sum_j K(., x_j)``,
 
 .. code-block:: text
 
@@ -48,29 +49,35 @@ output is the moments of the regularized density ``WProx(rho_N) = (1/N) sum_j K(
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 
 from invprob._checks import check_positive
-from invprob.solvers.samplers.base import Sampler, Welford, randn_like, weighted_sq_sum
-from invprob.solvers.samplers.preconditioners import (
-    FourierPreconditioner,
-    make_preconditioner,
-    tv_curvature_from_map,
+from invprob.posterior import weighted_sq_sum
+from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState
+from invprob.solvers.samplers.estimators import (
+    KernelExact,
+    KernelLangevin,
+    KernelLangevinConfig,
+    ParticleMoments,
+    UncertaintyEstimator,
 )
+from invprob.solvers.samplers.preconditioners import FourierPreconditioner, make_preconditioner
 
-__all__ = ["BRWP", "PBRWP", "PBRWPConfig"]
+__all__ = ["BRWP", "PBRWP", "PBRWPConfig", "PBRWPState"]
 
 LOGZ = ("auto", "exact", "envelope", "surrogate", "none")
 UNCERTAINTY = ("auto", "particles", "kernel-exact", "kernel-langevin")
+PARTICLES_CALIBRATION = ("raw spread of the PBRWP particles over the post-burn-in iterations; at image scale it "
+                         "collapses to a few per cent of the posterior std (algorithms.md)")
 
 
 @dataclass(frozen=True)
 class PBRWPConfig:
-    """Configuration of PBRWP.
+    """Configuration of the PBRWP sampler itself (the uncertainty estimator has its own, see :class:`PBRWP`).
 
     T : float
         Kernel time (> 0). Default 1: with ``M`` equal to the posterior covariance the kernel ``K(., x)`` is then
@@ -81,22 +88,14 @@ class PBRWPConfig:
         Step ``eta`` (> 0); ``None`` -> ``step_scale / L`` (``L``: Lipschitz constant of ``M grad V`` in the
         ``M`` metric).
     preconditioner : "auto" | "normal" | "posterior" | "identity" | callable | matrix | Preconditioner
-        ``"auto"``: ``"posterior"`` (exact posterior covariance by FFT) for a GaussianPrior with a circular blur,
-        and for a TV prior with a circular blur (``tv_curvature`` below); ``"normal"`` for other linear
-        posteriors; ``"identity"`` for plain
-        potentials. Measured on the 64^2 Gaussian deblur (N = 40, T = 0.9): ``"posterior"`` gives band variance
-        ratios 0.95/0.95/0.94, ``"normal"`` with c = 1 gives 1.05/1.22/1.95 (the high band, set by the prior,
-        is miscalibrated because M^-1 lacks the prior's curvature).
+        ``"auto"``: ``"posterior"`` (the posterior precision by FFT, with the prior's ``curvature_symbol`` at the
+        starting point: exact for a GaussianPrior, ``kappa D^T D`` for TV) for a circular blur and a prior with
+        a curvature symbol; ``"normal"`` for other linear posteriors; ``"identity"`` for plain potentials.
+        Measured on the 64^2 Gaussian deblur (N = 40, T = 0.9): ``"posterior"`` gives band variance ratios
+        0.95/0.95/0.94, ``"normal"`` with c = 1 gives 1.05/1.22/1.95 (the high band, set by the prior, is
+        miscalibrated because M^-1 lacks the prior's curvature).
     c : float
         Shift of ``M^{-1} = A^T A/sigma_n^2 + c I`` (``"normal"``) or of ``"posterior"``.
-    tv_curvature : float or None
-        ``"posterior"`` preconditioner with a TV prior: ``M^{-1} = A^T A/sigma_n^2 + tv_curvature D^T D + c I``.
-        With ``preconditioner="auto"``, a TV prior and a circular blur, ``None`` means
-        ``tv_curvature_scale * weight / rms|grad x_MAP|`` (:func:`tv_curvature_from_map` at the initial point).
-    tv_curvature_scale : float
-        Measured at 128^2 (cameraman, theta 7.5, T = 1): scale 1 gives band variance ratios 1.00/0.68/0.40
-        against a reference chain, 0.5 gives 1.00/0.85/0.65, 0.25 gives 0.99/0.95/0.95 (default), 0.125 gives
-        1.05/1.15/1.50.
     logz : {"auto", "exact", "envelope", "surrogate", "none"}
         ``"exact"``: the potential's ``moreau_envelope`` or the FFT closed form (quadratic posterior, Fourier
         ``M``); ``"envelope"``: ``e_T`` bounded above by ``envelope_iters`` preconditioned gradient steps on
@@ -107,22 +106,9 @@ class PBRWPConfig:
         Drift of non-smooth priors (see :class:`~invprob.solvers.samplers.base.Target`): ``"smooth"`` (default:
         the prior's ``eps``-smoothed gradient, as :meth:`Posterior.grad`) or ``"moreau"``
         (``(x - prox_{lam R}(x))/lam``, ``lam = 1/L_data`` unless given).
-    uncertainty : {"auto", "particles", "kernel-exact", "kernel-langevin"}
-        Which estimator produces ``mean``/``std`` (see the module docstring); ``"auto"`` = kernel-exact where it
-        exists, kernel-langevin for other posteriors, particles for plain potentials without closed forms.
-    kernel_steps, kernel_burn_in, kernel_step_scale, kernel_noise
-        The kernel chains of ``"kernel-langevin"``: steps in all, discarded steps, step as a fraction of
-        ``1/L_kernel``; ``kernel_noise="langevin"`` uses ``sqrt(2 eta / beta)``, ``"exact-quadratic"`` uses
-        ``sqrt(eta (2 - eta) / beta)`` (no step bias on the kernel's quadratic part when its preconditioner is
-        exact).
-    kernel_rounds : int
-        ``1``: the kernels sit on the PBRWP particles (``WProx(rho_N)`` as defined). ``r > 1``: after each of the
-        first ``r - 1`` rounds of kernel chains the whole cloud is shifted onto the mean of its kernel mixture
-        (a fixed-point iteration ``x* = E_{K(., x*)}[z]``; for a quadratic ``V`` with ``M = Q^-1`` and ``T = 1``
-        the shift halves the distance to the posterior mean each round). Recorded in ``info``.
-    kernel_control_variates : bool
-        Zero-variance control variates for the kernel-langevin moments (module docstring); used when the
-        preconditioner knows its diagonal, else the plain pooled moments (said in ``info``).
+    lipschitz : float or None
+        The Lipschitz constant of ``M grad V`` in the ``M`` metric behind the default step, the envelope step and
+        the kernel chains' step; None: the potential's own ``lipschitz(M)`` or a power iteration.
     """
 
     T: float = 1.0
@@ -130,19 +116,11 @@ class PBRWPConfig:
     step_scale: float = 0.5
     preconditioner: Any = "auto"
     c: float = 1.0
-    tv_curvature: float | None = None
-    tv_curvature_scale: float = 0.25
-    logz: str = "auto"
+    logz: Literal["auto", "exact", "envelope", "surrogate", "none"] = "auto"
     envelope_iters: int = 1
-    prior_gradient: str = "auto"
+    prior_gradient: Literal["auto", "smooth", "moreau"] = "auto"
     lam: float | None = None
-    uncertainty: str = "auto"
-    kernel_steps: int = 60
-    kernel_burn_in: int = 20
-    kernel_step_scale: float = 0.5
-    kernel_noise: str = "langevin"
-    kernel_rounds: int = 2
-    kernel_control_variates: bool = True
+    lipschitz: float | None = None
 
     def __post_init__(self):
         check_positive("T", self.T)
@@ -150,22 +128,32 @@ class PBRWPConfig:
             check_positive("step", self.step)
         check_positive("step_scale", self.step_scale)
         check_positive("c", self.c)
-        check_positive("kernel_step_scale", self.kernel_step_scale)
         if self.lam is not None:
             check_positive("lam", self.lam)
+        if self.lipschitz is not None:
+            check_positive("lipschitz", self.lipschitz)
         if self.logz not in LOGZ:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
-        if self.uncertainty not in UNCERTAINTY:
-            raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {self.uncertainty!r}")
-        if self.kernel_noise not in ("langevin", "exact-quadratic"):
-            raise ValueError(f"kernel_noise must be 'langevin' or 'exact-quadratic', got {self.kernel_noise!r}")
-        if int(self.kernel_rounds) < 1:
-            raise ValueError(f"kernel_rounds must be a positive integer, got {self.kernel_rounds!r}")
+        if self.prior_gradient not in PRIOR_GRADIENTS:
+            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
         if int(self.envelope_iters) < 1:
             raise ValueError(f"envelope_iters must be a positive integer, got {self.envelope_iters!r}")
-        if int(self.kernel_steps) < 1 or not 0 <= int(self.kernel_burn_in) < int(self.kernel_steps):
-            raise ValueError("kernel_steps must be >= 1 and 0 <= kernel_burn_in < kernel_steps, got "
-                             f"{self.kernel_steps!r}, {self.kernel_burn_in!r}")
+
+
+@dataclass
+class PBRWPState(SamplerState):
+    """PBRWP's run state: ``T``, the Lipschitz constant ``L``, the log-Z rule (resolved once, ``envelope`` is the
+    bound method that computes ``e_T``), the FFT closed form of a quadratic posterior and the constants of the
+    fused Fourier step (None when absent)."""
+
+    T: float = 1.0
+    lipschitz: float = 0.0
+    logz: str = "envelope"
+    envelope: Callable | None = None
+    need_fn: bool = False
+    need_gmg: bool = False
+    closed: dict | None = None
+    spectral: dict | None = None
 
 
 class PBRWP(Sampler):
@@ -175,7 +163,16 @@ class PBRWP(Sampler):
     ----------
     preconditioner : "auto" | "normal" | "posterior" | "identity" | callable | matrix
         ``M``; ``"normal"`` = ``(A^T A/sigma_n^2 + c I)^{-1}``; see :class:`PBRWPConfig`.
-    T, step, c, ... : see :class:`PBRWPConfig`.
+    T, step, step_scale, c, logz, envelope_iters, prior_gradient, lam, lipschitz
+        See :class:`PBRWPConfig`.
+    uncertainty : "auto" | "particles" | "kernel-exact" | "kernel-langevin" | UncertaintyEstimator
+        Which estimator produces ``mean``/``std`` (module docstring); ``"auto"`` = kernel-exact where it exists,
+        kernel-langevin for other posteriors, particles for plain potentials without closed forms (decided once,
+        when the run is prepared).
+    kernel : KernelLangevinConfig, optional
+        The kernel chains of ``"kernel-langevin"``; the keywords ``kernel_steps``, ``kernel_burn_in``,
+        ``kernel_step_scale``, ``kernel_noise``, ``kernel_rounds`` and ``kernel_control_variates`` are accepted
+        too and fill it.
 
     Examples
     --------
@@ -191,62 +188,78 @@ class PBRWP(Sampler):
     name = "PBRWP"
     default_init_spread = 0.01
 
-    def __init__(self, preconditioner: Any = "auto", *, T: float = 1.0, step: float | None = None, **kwargs):
+    def __init__(self, preconditioner: Any = "auto", *, T: float = 1.0, step: float | None = None,
+                 uncertainty: str | UncertaintyEstimator = "auto", kernel: KernelLangevinConfig | None = None,
+                 **kwargs):
+        legacy = KernelLangevinConfig.from_kwargs(kwargs)
+        if kernel is not None and legacy != KernelLangevinConfig():
+            raise ValueError("kernel: give a KernelLangevinConfig or the kernel_* keywords, not both")
+        if not (isinstance(uncertainty, UncertaintyEstimator) or uncertainty in UNCERTAINTY):
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY} or an estimator, got {uncertainty!r}")
         super().__init__(PBRWPConfig(preconditioner=preconditioner, T=T, step=step, **kwargs))
+        self.uncertainty = uncertainty
+        self.kernel = kernel or legacy
 
     def _target_options(self):
-        return {"prior_gradient": self.config.prior_gradient, "lam": self.config.lam}
+        cfg = self.config
+        return {"prior_gradient": cfg.prior_gradient, "lam": cfg.lam, "lipschitz": cfg.lipschitz}
+
+    def _config_dict(self) -> dict:
+        unc = self.uncertainty if isinstance(self.uncertainty, str) else self.uncertainty.name
+        return {**asdict(self.config), "uncertainty": unc,
+                **{f"kernel_{k}": v for k, v in asdict(self.kernel).items()}}
 
     # ------------------------------------------------------------------------------------------------- setup
-    def _prepare(self, target, x, gen):
+    def _prepare(self, target, x, gen) -> PBRWPState:
         cfg = self.config
-        tv_curv = cfg.tv_curvature
-        if tv_curv is None and cfg.preconditioner == "auto" and _is_tv_on_circular_blur(target):
-            tv_curv = cfg.tv_curvature_scale * tv_curvature_from_map(target.obj.prior.weight, target.center)
-        precond = make_preconditioner(cfg.preconditioner, target.obj, c=cfg.c, tv_curvature=tv_curv)
+        spec = target.posterior if target.posterior is not None else target.potential
+        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center)
         L = target.lipschitz(precond)
         step = cfg.step if cfg.step is not None else cfg.step_scale / L
-        state: dict[str, Any] = {"precond": precond, "step": float(step), "lipschitz": L, "T": float(cfg.T)}
         closed = self._closed_form(target, precond, x)
-        state["closed"] = closed
-        logz = cfg.logz
-        if logz == "auto":
-            logz = "exact" if closed is not None or hasattr(target.obj, "moreau_envelope") else "envelope"
-        if logz == "exact" and closed is None and not hasattr(target.obj, "moreau_envelope"):
+        exact_available = closed is not None or target.potential.moreau_envelope is not None
+        logz = ("exact" if exact_available else "envelope") if cfg.logz == "auto" else cfg.logz
+        if logz == "exact" and not exact_available:
             raise ValueError("logz='exact' needs a potential with moreau_envelope or a Gaussian posterior with a "
                              "circular blur and a Fourier-diagonal preconditioner")
-        state["logz"] = logz
-        unc = cfg.uncertainty
+        envelope = {"none": self._envelope_none, "exact": self._envelope_exact,
+                    "surrogate": self._envelope_surrogate, "envelope": self._envelope_steps}[logz]
+        estimator = self._estimator(target, precond, closed, x)
+        spectral = self._spectral_state(target, precond, x, L, float(cfg.T))
+        info = {"T": float(cfg.T), "logz": logz, "lipschitz_M": L, "fourier_step": spectral is not None}
+        return PBRWPState(precond=precond, step=float(step), estimator=estimator, info=info, T=float(cfg.T),
+                          lipschitz=L, logz=logz, envelope=envelope, need_fn=logz == "surrogate",
+                          need_gmg=logz in ("surrogate", "envelope"), closed=closed, spectral=spectral)
+
+    def _estimator(self, target, precond, closed, x) -> UncertaintyEstimator:
+        """The uncertainty estimator of this run (``"auto"`` resolved here, once)."""
+        unc = self.uncertainty
+        if isinstance(unc, UncertaintyEstimator):
+            return unc
+        has_kernel_closed = closed is not None or target.potential.kernel_moments is not None
         explicit = unc != "auto"
-        has_kernel_closed = closed is not None or hasattr(target.obj, "kernel_moments")
         if unc == "auto":
             unc = "kernel-exact" if has_kernel_closed else ("kernel-langevin" if target.is_posterior else "particles")
-        fallback = None
         if unc == "kernel-langevin" and not has_kernel_closed and target.is_posterior:
-            try:
-                precond.sqrt_apply(torch.zeros_like(x[:1]))
-            except ValueError as err:
+            reason = KernelLangevin.available(precond, x)
+            if reason is not None:
                 if explicit:
-                    raise ValueError(f"uncertainty='kernel-langevin' needs M^(1/2): {err}") from None
-                fallback = f"kernel-langevin unavailable ({err}); raw particle spread reported"
-                unc = "particles"
-        if unc == "kernel-exact" and not has_kernel_closed:
-            raise ValueError("uncertainty='kernel-exact' needs a quadratic potential (kernel_moments) or a Gaussian "
-                             "posterior with a circular blur and a Fourier-diagonal preconditioner")
-        state["uncertainty"] = unc
-        state["fallback"] = fallback
+                    raise ValueError(f"uncertainty='kernel-langevin' needs M^(1/2): {reason}")
+                return ParticleMoments(PARTICLES_CALIBRATION,
+                                       fallback=f"kernel-langevin unavailable ({reason}); raw particle spread reported")
         if unc == "kernel-exact":
-            state["kernel_means"] = Welford()
-        spectral = self._spectral_state(target, precond, x, L, float(cfg.T))
-        if spectral is not None:
-            state["spectral"] = spectral
-        state["info"] = {"T": float(cfg.T), "logz": logz, "lipschitz_M": L, "fourier_step": spectral is not None}
-        return state
+            if not has_kernel_closed:
+                raise ValueError("uncertainty='kernel-exact' needs a quadratic potential (kernel_moments) or a "
+                                 "Gaussian posterior with a circular blur and a Fourier-diagonal preconditioner")
+            return KernelExact()
+        if unc == "kernel-langevin":
+            return KernelLangevin(self.kernel)
+        return ParticleMoments(PARTICLES_CALIBRATION)
 
     def _closed_form(self, target, precond, x):
         """FFT quantities of a quadratic posterior with a Fourier-diagonal ``M`` (else None)."""
-        post = target.obj
-        if not (target.is_posterior and post.has_closed_form and isinstance(precond, FourierPreconditioner)):
+        post = target.posterior
+        if not (post is not None and post.has_closed_form and isinstance(precond, FourierPreconditioner)):
             return None
         H, W = target.event_shape[-2:]
         q = post.precision_symbol(device=x.device) / post.beta  # Hessian of V on the rfft grid
@@ -263,6 +276,8 @@ class PBRWP(Sampler):
             "wts": wts.to(real),
             "kernel_var": kernel_var,
             "HW": H * W,
+            "q": q,
+            "m": m,
         }
 
     def _spectral_state(self, target, precond, x, L, T):
@@ -282,7 +297,7 @@ class PBRWP(Sampler):
             return None
         real = x.dtype
         tau = T / (1.0 + T * L)  # step of the one-step envelope
-        K64 = target.obj.operator.fourier_symbol(torch.float64, x.device)
+        K64 = target.posterior.operator.fourier_symbol(torch.float64, x.device)
         return {
             "data": sp,
             "minv": (1.0 / m).to(real),  # M on the rfft grid
@@ -293,36 +308,34 @@ class PBRWP(Sampler):
         }
 
     # ------------------------------------------------------------------------------------------------- log Z
-    def _envelope(self, target, x, fn, gMg, Mg, state, spectral=None):
-        """``e_T`` per particle (float64) by the configured rule (``gMg``: ``g^T M g`` per particle).
+    # ``e_T`` per particle (float64) by the rule chosen in ``_prepare`` (``gMg``: ``g^T M g`` per particle;
+    # ``spectral = (R, G)``: residual and gradient spectra of the fused step)
+    def _envelope_none(self, target, x, fn, gMg, Mg, state, spectral=None):
+        return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
 
-        ``spectral = (R, G)`` (residual and gradient spectra of the fused step): the data value at the envelope
-        point by Parseval instead of another operator call.
-        """
-        T = state["T"]
-        mode = state["logz"]
-        if mode == "none":
-            return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        if mode == "exact":
-            closed = state["closed"]
-            if closed is not None:
-                H, W = x.shape[-2:]
-                d = torch.fft.rfft2(x - closed["mu"])
-                val = (closed["wts"] * closed["env_symbol"] * d.abs() ** 2).flatten(1).sum(1) / closed["HW"]
-                return 0.5 * val.double()
-            return target.obj.moreau_envelope(x, T, state["precond"]).double()
-        if mode == "surrogate":
-            return fn.double() - (T / 2) * gMg.double()
-        # "envelope": an upper bound of e_T from preconditioned gradient steps on z -> V(z) + ||z - y||^2_M^-1/(2T)
-        precond = state["precond"]
-        tau = T / (1.0 + T * state["lipschitz"])
+    def _envelope_exact(self, target, x, fn, gMg, Mg, state, spectral=None):
+        closed = state.closed
+        if closed is not None:
+            d = torch.fft.rfft2(x - closed["mu"])
+            val = (closed["wts"] * closed["env_symbol"] * d.abs() ** 2).flatten(1).sum(1) / closed["HW"]
+            return 0.5 * val.double()
+        return target.potential.moreau_envelope(x, state.T, state.precond).double()
+
+    def _envelope_surrogate(self, target, x, fn, gMg, Mg, state, spectral=None):
+        return fn.double() - (state.T / 2) * gMg.double()
+
+    def _envelope_steps(self, target, x, fn, gMg, Mg, state, spectral=None):
+        """An upper bound of ``e_T`` from preconditioned gradient steps on ``z -> V(z) + ||z - y||^2_M^-1/(2T)``;
+        with ``spectral`` the data value at the one-step point by Parseval instead of another operator call."""
+        precond, T = state.precond, state.T
+        tau = T / (1.0 + T * state.lipschitz)
         n_it = int(self.config.envelope_iters)
         z = torch.add(x, Mg, alpha=-tau)  # first step from z = y: ||z - y||^2_M^-1 = tau^2 g^T M g, no operator call
         if n_it == 1:
             quad = tau**2 * gMg / (2 * T)
             if spectral is not None:
                 R, G = spectral
-                sc = state["spectral"]
+                sc = state.spectral
                 value = sc["data"].data_value(torch.addcmul(R, G, sc["tauK_M"], value=-1)) + target.prior_value(z)
             else:
                 value = target.value(z)
@@ -336,13 +349,13 @@ class PBRWP(Sampler):
 
     # ------------------------------------------------------------------------------------------------- step
     def _step(self, target, x, state, gen, log):
-        precond, eta, T = state["precond"], state["step"], state["T"]
+        precond, eta, T = state.precond, state.step, state.T
         beta = target.beta
-        need_fn = log or state["logz"] == "surrogate"
-        need_gmg = state["logz"] in ("surrogate", "envelope")
+        need_fn = log or state.need_fn
+        need_gmg = state.need_gmg
         xm = x.mean(0, keepdim=True)
         e = x - xm  # distances are translation invariant: centre first (less cancellation)
-        sc = state.get("spectral")
+        sc = state.spectral
         if sc is not None:
             # fused Fourier step: rfft2 of the centred particles (exact Gram, no cancellation against the mean)
             sp = sc["data"]
@@ -367,7 +380,7 @@ class PBRWP(Sampler):
         gd = Gram.diagonal().clone()
         D = torch.add(gd[:, None], gd[None, :]).sub_(Gram, alpha=2.0).clamp_min_(0.0)  # Gram form, never N x N x d
         D.fill_diagonal_(0.0)
-        env = self._envelope(target, x, fn, gMg, Mg, state, spectral)
+        env = state.envelope(target, x, fn, gMg, Mg, state, spectral)
         # W_ij = -beta D_ij / (4T) - log Z(x_j), with -log Z(x_j) = (beta/2) e_T(x_j)
         logits = D.mul_(-beta / (4 * T)).add_((beta / 2) * env[None, :])
         P = torch.softmax(logits, dim=1)
@@ -396,187 +409,6 @@ class PBRWP(Sampler):
                 "step": eta,
             }
         return x_new, entry
-
-    # ------------------------------------------------------------------------------------------------- kernels
-    def _accumulate(self, target, x, state):
-        if state["uncertainty"] != "kernel-exact":
-            return
-        state["kernel_means"].update(self._kernel_means(target, x, state))
-
-    def _sample_view(self, target, x, state, gen):
-        """Stored samples are draws of the estimator that produces ``std``: kernel draws for kernel-exact."""
-        if state["uncertainty"] != "kernel-exact":
-            return x.detach().clone()
-        means = self._kernel_means(target, x, state)
-        closed = state["closed"]
-        if closed is not None:
-            H, W = x.shape[-2:]
-            if "kernel_sd_symbol" not in closed:
-                post = target.obj
-                q = post.precision_symbol(device=x.device) / post.beta
-                m = state["precond"].inv_symbol.to(x.device)
-                closed["kernel_sd_symbol"] = (1.0 / ((post.beta / 2) * (q + m / state["T"]))).sqrt().to(x.dtype)
-            xi = randn_like(x, gen)
-            return means + torch.fft.irfft2(torch.fft.rfft2(xi) * closed["kernel_sd_symbol"], s=(H, W))
-        _, cov = target.obj.kernel_moments(x[:1], state["T"], state["precond"])
-        chol = torch.linalg.cholesky(cov).to(x)
-        return means + randn_like(x, gen).flatten(1) @ chol.T
-
-    def _kernel_means(self, target, x, state):
-        closed = state["closed"]
-        if closed is not None:
-            H, W = x.shape[-2:]
-            d = torch.fft.rfft2(x - closed["mu"])
-            return closed["mu"] + torch.fft.irfft2(d * closed["mean_symbol"], s=(H, W))
-        means, _ = target.obj.kernel_moments(x, state["T"], state["precond"])
-        return means
-
-    def _finalize(self, target, x, particles, state, gen):
-        unc = state["uncertainty"]
-        T = state["T"]
-        if unc == "particles":
-            return particles.mean, particles.variance().sqrt(), {
-                "estimator": "particles",
-                "calibration": "raw spread of the PBRWP particles over the post-burn-in iterations; at image scale "
-                               "it collapses to a few per cent of the posterior std (algorithms.md)",
-                **({"fallback": state["fallback"]} if state.get("fallback") else {}),
-            }, None
-        if unc == "kernel-exact":
-            km = state["kernel_means"]
-            closed = state["closed"]
-            if closed is not None:
-                kvar = torch.full_like(km.mean, closed["kernel_var"])
-            else:
-                _, cov = target.obj.kernel_moments(x[:1], T, state["precond"])
-                kvar = cov.diagonal().to(km.mean)
-            var = kvar + km.variance(ddof=0)
-            return km.mean, var.sqrt(), {
-                "estimator": "kernel-exact",
-                "calibration": "moments of WProx(rho_N): exact Gaussian kernel variance (beta/2)(Q + M^-1/T) plus "
-                               "the variance of the kernel means (Welford over post-burn-in iterations); exact for "
-                               "quadratic V. Measured std ratio sqrt(2T/(1+T)) x (collapsed cloud) when M = Q^-1.",
-                "kernel_variance_mean": float(kvar.mean()),
-                "kernel_means_variance_mean": float(km.variance(ddof=0).mean()),
-            }, None
-        return self._kernel_langevin(target, x, state, gen)
-
-    def _kernel_langevin(self, target, xs, state, gen):
-        """Sample every kernel ``K(., x_j)`` with a short preconditioned Langevin chain; mixture moments of the
-        chain states, with zero-variance control variates when ``diag(M)`` is known (module docstring)."""
-        cfg = self.config
-        precond, T, beta = state["precond"], state["T"], target.beta
-        scale = 2 * T / (1 + T)  # kernel preconditioner P = scale * M
-        # Lipschitz of P grad U_j in the P metric: scale * (L_M / 2 + 1/(2T))
-        Lk = scale * (state["lipschitz"] / 2 + 1 / (2 * T))
-        eta = cfg.kernel_step_scale / Lk
-        noise = math.sqrt((eta * (2 - eta) if cfg.kernel_noise == "exact-quadratic" else 2 * eta) / beta)
-        diag = precond.diagonal() if cfg.kernel_control_variates else None
-        # E_K[(z - m)_i (P grad U)_i] = P_ii / beta for every kernel (integration by parts)
-        p_over_beta = None if diag is None else _event_view(scale * diag / beta, xs)
-        n_rounds = int(cfg.kernel_rounds)
-        z = xs.clone()
-        shift_total = torch.zeros_like(xs[:1])
-        burn = int(cfg.kernel_burn_in)
-        for rnd in range(n_rounds):
-            last = rnd == n_rounds - 1
-            anchors = xs + shift_total
-            anchor_minv = precond.inv_apply(anchors)
-            acc = _KernelChainMoments()
-            n_post = int(cfg.kernel_steps) - burn
-            n_keep = min(n_post, math.ceil(state.get("keep_samples", 0) / xs.shape[0])) if last else 0
-            keep_at = {burn + round(i * (n_post - 1) / max(1, n_keep - 1)) for i in range(n_keep)}
-            kept = []
-            for k in range(int(cfg.kernel_steps)):
-                _, g, _ = target.evaluate(z, need_fn=False)
-                grad_u = 0.5 * g + (precond.inv_apply(z) - anchor_minv) / (2 * T)
-                p_grad_u = scale * precond.apply(grad_u)
-                if k >= burn:
-                    acc.update(z, p_grad_u)
-                if k in keep_at:
-                    kept.append(z.detach().clone())
-                z = z - eta * p_grad_u + noise * math.sqrt(scale) * precond.sqrt_apply(randn_like(z, gen))
-            mean, var, coef = acc.moments(p_over_beta)
-            if not last:
-                # self-consistent anchors: move the cloud so that it sits on the mean of its own kernel mixture
-                shift_total = (mean.to(xs.dtype) - xs.mean(0))[None]
-        if not bool(torch.isfinite(mean).all()):
-            raise FloatingPointError("PBRWP kernel chains produced non-finite values; lower kernel_step_scale")
-        plain_mean, plain_var, _ = acc.moments(None)
-        info = {
-            "estimator": "kernel-langevin",
-            "calibration": "moments of WProx(rho_N) by sampling each kernel exp(-beta[V/2 + ||z - x_j||^2_M^-1/(4T)]) "
-                           "with a preconditioned Langevin chain (preconditioner P = 2T M/(1+T))"
-                           + ("; zero-variance control variates (z - a P grad U_j, a fitted per pixel; variance "
-                              "identity E[(z - m) (P grad U_j)] = diag(P)/beta)" if coef is not None else
-                              "; plain pooled chain moments (diag(M) unavailable or control variates off)")
-                           + "; calibration measured against exact posteriors and long reference chains in "
-                             "benchmarks/deblur_samplers.py and benchmarks/deblur_cli.py",
-            "control_variates": coef is not None,
-            "kernel_steps": int(cfg.kernel_steps), "kernel_burn_in": burn,
-            "kernel_step": eta, "kernel_noise": cfg.kernel_noise, "kernel_rounds": n_rounds,
-            "anchor_shift_rms": float(shift_total.pow(2).mean().sqrt()),
-            "plain_std_mean": float(plain_var.clamp_min(0).sqrt().mean()),
-            "plain_mean_rms_difference": float((plain_mean - mean).pow(2).mean().sqrt()),
-        }
-        if coef is not None:
-            q = torch.quantile(coef.flatten()[: 1 << 24].double(),
-                               torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64, device=coef.device))
-            info["cv_coefficient_quantiles"] = [float(v) for v in q]
-            info["negative_variance_fraction"] = float((var < 0).double().mean())
-        return mean, var.clamp_min(0).sqrt(), info, (torch.cat(kept) if kept else None)
-
-
-def _event_view(d: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """``diag(P)/beta`` as a scalar or reshaped to one event of ``xs`` (float64, on its device)."""
-    d = torch.as_tensor(d, dtype=torch.float64, device=xs.device)
-    return d if d.ndim == 0 else d.reshape(xs.shape[1:])
-
-
-class _KernelChainMoments:
-    """Running per-chain sums of ``z``, ``g = P grad U(z)`` and their products (float64), and the kernel-mixture
-    moments they give.
-
-    Plain: pooled mean and variance of the states. With control variates (``p_over_beta`` given): per chain,
-    ``m_j = mean(z) - a mean(g)`` and ``Var_j = var(z) - a (cov(z, g) - diag(P)/beta)``, where ``E[g] = 0`` and
-    ``E[cov(z, g)] = diag(P)/beta`` hold exactly for the kernel; ``a = cov(z, g)/var(g)`` per pixel (pooled over
-    chains, clamped to [0, 2]) is the variance-minimising coefficient. For a Gaussian kernel with ``P`` its
-    covariance ``a = 1`` and both moments are exact from any single state, step bias included. Mixture: mean of
-    ``m_j``, mean of ``Var_j`` plus the variance of the ``m_j``.
-    """
-
-    def __init__(self):
-        self.n = 0
-        self.sums: list[torch.Tensor] | None = None
-
-    def update(self, z: torch.Tensor, g: torch.Tensor) -> None:
-        z, g = z.detach().double(), g.detach().double()
-        if self.sums is None:
-            self.sums = [torch.zeros_like(z) for _ in range(5)]
-        for s, v in zip(self.sums, (z, g, z * z, g * g, z * g), strict=True):
-            s.add_(v)
-        self.n += 1
-
-    def moments(self, p_over_beta: torch.Tensor | None):
-        if self.n == 0:
-            raise ValueError("kernel_steps must exceed kernel_burn_in")
-        mz, mg, mzz, mgg, mzg = (s / self.n for s in self.sums)
-        var_z = mzz - mz * mz
-        if p_over_beta is None:
-            return mz.mean(0), var_z.mean(0) + mz.var(0, unbiased=False), None
-        var_g, cov_zg = mgg - mg * mg, mzg - mz * mg
-        a = (cov_zg.mean(0, keepdim=True) / var_g.mean(0, keepdim=True).clamp_min(1e-300)).clamp(0.0, 2.0)
-        m_j = mz - a * mg
-        var_j = var_z - a * (cov_zg - p_over_beta)
-        return m_j.mean(0), var_j.mean(0) + m_j.var(0, unbiased=False), a[0]
-
-
-def _is_tv_on_circular_blur(target) -> bool:
-    from invprob.priors import TV
-
-    post = target.obj
-    return bool(target.is_posterior and isinstance(post.prior, TV) and post.is_linear
-                and getattr(post.operator, "is_circulant", False) and hasattr(post.operator, "fourier_symbol"))
-
 
 class BRWP(PBRWP):
     """BRWP: PBRWP with ``M = I`` (no preconditioning)."""

@@ -1,14 +1,92 @@
-"""Plain potentials with closed forms, for checking the samplers on Gaussian targets.
+"""Potentials the samplers run on: the smoothed views of a posterior, and plain Gaussians with closed forms.
 
-A plain potential is any object with batched ``fn(x) -> (B,)`` and ``grad(x)`` on ``(B, *event_shape)``;
-optionally ``moreau_envelope(x, T, M)``, ``prox(x, gamma)``, ``event_shape`` and ``beta``.
+- :class:`PriorSmoothed` and :class:`MoreauSmoothed`: a :class:`~invprob.Posterior` whose non-smooth prior enters
+  through its own smoothing (``prior.value_and_grad_smooth``; TV's ``eps``) or through the Moreau-Yosida envelope
+  ``R_lam(x) = R(p) + ||x - p||^2 / (2 lam)``, ``p = prox_{lam R}(x)`` (MYULA's choice). Either way ``fn`` is the
+  value whose gradient ``grad`` is, so log-Z rules and diagnostics see one smooth potential.
+- :class:`GaussianPotential`: a plain potential (batched ``fn(x) -> (B,)`` and ``grad(x)`` on ``(B, d)``) with
+  ``moreau_envelope``, ``kernel_moments`` and the closed-form laws of the samplers, for tests.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["GaussianPotential"]
+from invprob._checks import check_positive
+from invprob.posterior import Posterior
+from invprob.potential import Potential
+
+__all__ = ["GaussianPotential", "MoreauSmoothed", "PriorSmoothed", "SmoothedPosterior"]
+
+
+class SmoothedPosterior(Potential):
+    """A posterior with a smooth stand-in for its prior: ``V_s(x) = data(x) + R_s(x)``.
+
+    Subclasses give :meth:`prior_value_and_grad`; the data term is the posterior's own (Fourier for a circulant
+    operator). ``lipschitz(precond)`` is the posterior's with the stand-in's prior constant.
+    """
+
+    def __init__(self, posterior: Posterior):
+        self.posterior = posterior
+        self.beta = float(posterior.beta)
+        self.event_shape = tuple(posterior.event_shape)
+
+    def prior_value_and_grad(self, x: torch.Tensor, need_fn: bool = True):
+        """``(R_s(x) or None, grad R_s(x))``."""
+        raise NotImplementedError
+
+    def prior_lipschitz(self) -> float | None:
+        """Lipschitz constant of ``grad R_s`` when it differs from the prior's own (None: the prior's)."""
+        return None
+
+    def fn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior.data_value(x) + self.prior_value_and_grad(x, True)[0]
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value_and_grad(x, need_fn=False)[1]
+
+    def value_and_grad(self, x: torch.Tensor, need_fn: bool = True):
+        df, dg = self.posterior.data_value_and_grad(x, need_fn)
+        pf, pg = self.prior_value_and_grad(x, need_fn)
+        return (df + pf if need_fn else None), dg + pg, dg
+
+    def lipschitz(self, precond=None) -> float:
+        return self.posterior.lipschitz(precond, prior_lipschitz=self.prior_lipschitz())
+
+
+class PriorSmoothed(SmoothedPosterior):
+    """The prior's own smoothing: ``R_s = prior.fn_smooth`` with gradient ``prior.grad`` (TV: ``eps``)."""
+
+    def prior_value_and_grad(self, x, need_fn=True):
+        return self.posterior.prior.value_and_grad_smooth(x, need_fn)
+
+    def fn(self, x):
+        return self.posterior.data_value(x) + self.posterior.prior.fn_smooth(x)
+
+
+class MoreauSmoothed(SmoothedPosterior):
+    """The Moreau-Yosida envelope of the prior: gradient ``(x - prox_{lam R}(x)) / lam``, Lipschitz ``1 / lam``.
+
+    Parameters
+    ----------
+    posterior : Posterior
+    lam : float, optional
+        Envelope parameter (> 0); default ``1 / L_data`` (``sigma_n^2 / ||A||^2``).
+    """
+
+    def __init__(self, posterior: Posterior, lam: float | None = None):
+        super().__init__(posterior)
+        self.lam = check_positive("lam", 1.0 / posterior.data_lipschitz() if lam is None else lam)
+
+    def prior_value_and_grad(self, x, need_fn=True):
+        prior = self.posterior.prior
+        p = prior.prox(x, self.lam)
+        g = (x - p) / self.lam
+        f = prior.fn(p) + (x - p).pow(2).flatten(1).sum(1) / (2 * self.lam) if need_fn else None
+        return f, g
+
+    def prior_lipschitz(self):
+        return 1.0 / self.lam
 
 
 def _dense(M, d: int) -> torch.Tensor:

@@ -12,8 +12,9 @@ Kinds accepted by :func:`make_preconditioner`:
   (exact FFT for a circular blur, CG otherwise).
 - ``"posterior"``: ``M^{-1} = A^T A / sigma_n^2 + P + c I`` with ``P`` the precision of a
   :class:`~invprob.priors.GaussianPrior` (``M`` is then the exact posterior covariance up to ``c``; FFT for a
-  circular blur). For a TV prior ``P = tv_curvature * D^T D`` (periodic Laplacian), a quadratic stand-in for
-  the TV curvature, which the caller chooses (see :func:`tv_curvature_from_map`).
+  circular blur). For a TV prior ``P = kappa D^T D`` (periodic Laplacian), a quadratic stand-in for the TV
+  curvature that the prior declares (:meth:`invprob.priors.TV.curvature_symbol`). :func:`posterior_preconditioner`
+  builds it, also for the non-circulant ``"free"``/``"valid"`` blurs (with the unmasked blur's symbol).
 - a :class:`Preconditioner` instance, a dense ``(d, d)`` tensor/array (plain potentials on ``(B, d)``), or a
   callable ``v -> M v`` (its inverse by conjugate gradients; pass ``inv_apply=``/``sqrt_apply=`` through
   :class:`CallablePreconditioner` when they are known).
@@ -25,8 +26,8 @@ from collections.abc import Callable
 
 import torch
 
+from invprob._checks import check_positive
 from invprob.linalg import conjugate_gradient
-from invprob.priors.gaussian import laplacian_symbol
 
 __all__ = [
     "CallablePreconditioner",
@@ -36,7 +37,7 @@ __all__ = [
     "NormalPreconditioner",
     "Preconditioner",
     "make_preconditioner",
-    "tv_curvature_from_map",
+    "posterior_preconditioner",
 ]
 
 
@@ -219,9 +220,9 @@ class FourierPreconditioner(Preconditioner):
 
     def diagonal(self):
         """Constant: the mean of ``M``'s eigenvalues over the full 2-D frequency grid (a circulant's diagonal)."""
-        from invprob.posterior import Posterior
+        from invprob.posterior import rfft_weights
 
-        w = Posterior.rfft_weights(self.H, self.W, device=self.inv_symbol.device)
+        w = rfft_weights(self.H, self.W, device=self.inv_symbol.device)
         return (w / self.inv_symbol).sum() / (self.H * self.W)
 
     def describe(self):
@@ -256,93 +257,85 @@ class NormalPreconditioner(Preconditioner):
         return {"kind": self.kind, "c": self.c, "fourier_diagonal": False}
 
 
-def _laplacian_apply(x: torch.Tensor) -> torch.Tensor:
-    return 4 * x - x.roll(1, -2) - x.roll(-1, -2) - x.roll(1, -1) - x.roll(-1, -1)
+def posterior_preconditioner(posterior, *, c: float = 1.0, x_ref: torch.Tensor | None = None,
+                             prior_symbol: torch.Tensor | None = None) -> FourierPreconditioner:
+    """``M^{-1} = K^H K / sigma_n^2 + P + c I``, diagonal in Fourier, for a linear :class:`~invprob.Posterior`.
 
+    ``K`` is the operator's ``fourier_majorant`` (its exact symbol for a circulant operator; the unmasked blur
+    for the ``"free"``/``"valid"`` boundaries, an SPD stand-in for ``A^T A``), ``P`` the given ``prior_symbol``
+    (on the ``rfft2`` grid) or the prior's ``curvature_symbol(H, W, x_ref=x_ref)`` (exact for a GaussianPrior,
+    ``kappa D^T D`` for TV), none when that is None. ``describe()["kind"]`` is ``"posterior"`` for a circulant
+    operator, ``"posterior-unmasked"`` / ``"normal-unmasked"`` (with / without ``P``) otherwise.
 
-def tv_curvature_from_map(weight: float, x_map: torch.Tensor, *, floor: float | None = None) -> float:
-    """A quadratic stand-in ``kappa`` for TV's curvature: ``kappa D^T D`` with ``kappa = weight / g``.
-
-    ``g`` is the root-mean-square gradient magnitude of the MAP, floored at ``floor`` when given. Smoothed TV
-    has Hessian
-    ``weight * D^T diag(1/|grad x|) D`` (minus a rank-one part per pixel); replacing ``1/|grad x|`` by one
-    number gives a circulant ``M^{-1}`` that the FFT inverts.
-
-    Notes
-    -----
-    This is a heuristic; the samplers' benchmark measures which value calibrates. The MAP of a TV posterior is
-    piecewise constant, so its gradient magnitudes are mostly tiny: the RMS over pixels is used.
+    Raises
+    ------
+    ValueError
+        When the operator has no Fourier majorant.
     """
-    g = x_map.double()
-    dy = g[..., 1:, :] - g[..., :-1, :]
-    dx = g[..., :, 1:] - g[..., :, :-1]
-    rms = float(torch.cat([dy.flatten(), dx.flatten()]).pow(2).mean().sqrt())
-    if floor is not None:
-        rms = max(rms, floor)
-    return float(weight) / max(rms, 1e-12)
+    c = check_positive("c", c)
+    if not posterior.is_linear:
+        raise ValueError("posterior_preconditioner needs an invprob.Posterior with a linear operator")
+    op = posterior.operator
+    K = op.fourier_majorant(torch.float64, "cpu")
+    if K is None:
+        raise ValueError("posterior_preconditioner needs an operator with a Fourier symbol or majorant "
+                         "(a circular, 'free' or 'valid' Blur)")
+    H, W = posterior.event_shape[-2:]
+    prior = posterior.prior
+    P = prior_symbol if prior_symbol is not None else prior.curvature_symbol(H, W, x_ref=x_ref)
+    data_sym = K.abs() ** 2 / posterior.noise_std**2
+    desc = _prior_part(prior, prior_symbol, P)
+    if op.fourier_symbol(torch.float64, "cpu") is None:  # masked or cropped: K^T K of the unmasked blur
+        sym = data_sym + c
+        details = {"c": float(c), "note": "K^T K of the unmasked blur (free boundary)"}
+        if P is None:
+            return FourierPreconditioner(sym, (H, W), kind="normal-unmasked", details=details)
+        return FourierPreconditioner(sym + P.to(sym), (H, W), kind="posterior-unmasked",
+                                     details={**details, "prior_part": desc})
+    sym = (data_sym + P.to(data_sym) + c) if P is not None else data_sym + c
+    return FourierPreconditioner(sym, (H, W), kind="posterior", details={"c": float(c), "prior_part": desc})
 
 
-def make_preconditioner(spec, target, *, c: float = 1.0, tv_curvature: float | None = None) -> Preconditioner:
+def _prior_part(prior, prior_symbol, P) -> str:
+    """A short description of ``P`` for ``describe()``."""
+    if prior_symbol is not None:
+        return "given"
+    if P is None:
+        return "none"
+    if prior.is_quadratic:
+        return "exact prior precision (curvature_symbol)"
+    return f"quadratic surrogate of the prior curvature (curvature_symbol), max {float(P.max()):.4g}"
+
+
+def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | None = None) -> Preconditioner:
     """Build the preconditioner named by ``spec`` for ``target`` (a Posterior or a plain potential).
 
-    Raises ``ValueError`` naming the problem when ``spec`` does not fit the target.
+    ``"auto"``: ``"posterior"`` when the posterior's operator is circulant and its prior has a curvature symbol
+    (GaussianPrior; TV with ``x_ref`` or a fixed ``curvature``), ``"normal"`` for other linear posteriors,
+    ``"identity"`` for plain potentials. ``x_ref`` is the reference image of TV's curvature (the sampler's
+    starting point). Raises ``ValueError`` naming the problem when ``spec`` does not fit the target.
     """
     from invprob.posterior import Posterior
 
     if isinstance(spec, Preconditioner):
         return spec
+    post = target if isinstance(target, Posterior) else None
     if isinstance(spec, str) and spec == "auto":
-        # the exact posterior covariance where the prior's quadratic part is known and the blur circular
-        # (calibrates the kernel mixture in every frequency band); the A*A preconditioner otherwise
-        quad = isinstance(target, Posterior) and bool(getattr(target, "has_closed_form", False))
-        circ = isinstance(target, Posterior) and getattr(target.operator, "is_circulant", False)
-        if quad:
-            spec = "posterior"
-        elif isinstance(target, Posterior) and target.is_linear:
-            spec = "posterior" if (tv_curvature is not None and circ) else "normal"
-        else:
-            spec = "identity"
-
+        spec = _auto_kind(post, x_ref)
     if spec is None or (isinstance(spec, str) and spec == "identity"):
         return IdentityPreconditioner()
     if isinstance(spec, str):
         if spec not in ("normal", "posterior"):
             raise ValueError("preconditioner must be 'auto', 'normal', 'posterior', 'identity', a matrix or a "
                              f"callable, got {spec!r}")
-        if not isinstance(target, Posterior) or not target.is_linear:
+        if post is None or not post.is_linear:
             raise ValueError(f"preconditioner={spec!r} needs an invprob.Posterior with a linear operator; "
                              "for a plain potential pass a matrix or a callable")
         if not c > 0:
             raise ValueError(f"c must be positive, got {c!r}")
-        op = target.operator
-        sigma2 = target.noise_std**2
         if spec == "normal":
-            if getattr(op, "is_circulant", False) and hasattr(op, "fourier_symbol"):
-                H, W = target.event_shape[-2:]
-                sym = op.fourier_symbol(torch.float64, "cpu").abs() ** 2 / sigma2 + c
-                return FourierPreconditioner(sym, (H, W), kind="normal", extra_apply=lambda e: c * e,
-                                             details={"c": float(c)})
-            return NormalPreconditioner(target, c)
-        # "posterior": the prior's quadratic part (exact for GaussianPrior, a stand-in for TV)
-        if not (getattr(op, "is_circulant", False) and hasattr(op, "fourier_symbol")):
-            raise ValueError("preconditioner='posterior' needs a circular blur (FFT-diagonal posterior precision)")
-        H, W = target.event_shape[-2:]
-        prior = target.prior
-        data_sym = op.fourier_symbol(torch.float64, "cpu").abs() ** 2 / sigma2
-        if hasattr(prior, "precision_symbol") and getattr(prior, "is_quadratic", False):
-            psym = prior.precision_symbol(H, W, dtype=torch.float64)
-            sym = data_sym + psym + c
-            return FourierPreconditioner(sym, (H, W), kind="posterior",
-                                         extra_apply=lambda e: prior.precision_apply(e) + c * e,
-                                         details={"c": float(c), "prior_part": "exact GaussianPrior precision"})
-        if tv_curvature is None:
-            raise ValueError("preconditioner='posterior' for a non-quadratic prior needs tv_curvature (a number: "
-                             "M^-1 = A^T A / sigma^2 + tv_curvature * D^T D + c I)")
-        k = float(tv_curvature)
-        sym = data_sym + k * laplacian_symbol(H, W) + c
-        return FourierPreconditioner(sym, (H, W), kind="posterior",
-                                     extra_apply=lambda e: k * _laplacian_apply(e) + c * e,
-                                     details={"c": float(c), "prior_part": f"tv_curvature * D^T D, {k:.4g}"})
+            return _normal(post, c)
+        return _posterior(post, c, x_ref)
     if callable(spec):
         return CallablePreconditioner(spec)
     try:
@@ -350,3 +343,35 @@ def make_preconditioner(spec, target, *, c: float = 1.0, tv_curvature: float | N
     except (TypeError, RuntimeError) as err:
         raise ValueError("preconditioner must be 'auto', 'normal', 'posterior', 'identity', a matrix or a callable; "
                          f"got {type(spec).__name__}") from err
+
+
+def _auto_kind(post, x_ref) -> str:
+    """The exact posterior covariance where the prior's curvature is known and the blur circular (calibrates the
+    kernel mixture in every frequency band); the A*A preconditioner otherwise."""
+    if post is None or not post.is_linear:
+        return "identity"
+    H, W = post.event_shape[-2:]
+    circ = post.operator.fourier_symbol(torch.float64, "cpu") is not None
+    if circ and post.prior.curvature_symbol(H, W, x_ref=x_ref) is not None:
+        return "posterior"
+    return "normal"
+
+
+def _normal(post, c: float) -> Preconditioner:
+    K = post.operator.fourier_symbol(torch.float64, "cpu")
+    if K is None:
+        return NormalPreconditioner(post, c)
+    H, W = post.event_shape[-2:]
+    sym = K.abs() ** 2 / post.noise_std**2 + c
+    return FourierPreconditioner(sym, (H, W), kind="normal", extra_apply=lambda e: c * e, details={"c": float(c)})
+
+
+def _posterior(post, c: float, x_ref) -> FourierPreconditioner:
+    if post.operator.fourier_symbol(torch.float64, "cpu") is None:
+        raise ValueError("preconditioner='posterior' needs a circular blur (FFT-diagonal posterior precision); "
+                         "for other boundaries build one with posterior_preconditioner")
+    H, W = post.event_shape[-2:]
+    if post.prior.curvature_symbol(H, W, x_ref=x_ref) is None:
+        raise ValueError("preconditioner='posterior' needs a prior with a curvature symbol (GaussianPrior, or TV "
+                         "with a starting point or curvature=)")
+    return posterior_preconditioner(post, c=c, x_ref=x_ref)

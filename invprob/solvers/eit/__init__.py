@@ -1,0 +1,80 @@
+"""EIT reconstruction on meshes: MAP, Laplace covariance, sampling stages and the whole pipeline.
+
+Pure torch/numpy here (the DOLFINx forward model lives in :mod:`invprob.operators.eit` and loads when a stage
+builds an operator):
+
+- :func:`reconstruct` (:mod:`~invprob.solvers.eit.pipeline`) runs the stages of :mod:`~invprob.solvers.eit.stages`
+  (:func:`fit_background`, :func:`estimate_noise`, :func:`check_background`, :func:`build_prior`,
+  :func:`build_posterior`, :func:`run_map`, :func:`sample_posterior`, :func:`truth_errors`) and returns an
+  :class:`EITReconResult`; options in :class:`ReconConfig`;
+- MAP: :func:`gauss_newton`, :func:`lbfgs_map`; Gaussian approximation and preconditioner:
+  :func:`laplace_covariance`, :func:`jacobian_preconditioner`;
+- synthetic data: :class:`Phantom`, :func:`simulate`; metrics: :func:`relative_errors`.
+
+The posterior itself is :class:`invprob.eit_posterior.EITPosterior`.
+"""
+
+from invprob.eit_posterior import EITPosterior, difference_data, preconditioned_lipschitz
+from invprob.solvers.eit.config import (
+    METHODS,
+    PRIORS,
+    STD_ESTIMATORS,
+    EITReconResult,
+    ReconConfig,
+    lognormal_moments,
+    relative_errors,
+)
+from invprob.solvers.eit.laplace import jacobian_preconditioner, laplace_covariance
+from invprob.solvers.eit.map import gauss_newton, lbfgs_map, summary_of
+from invprob.solvers.eit.pipeline import check_inputs, reconstruct, uncertainty_record
+from invprob.solvers.eit.simulate import Phantom, SimulatedData, simulate
+from invprob.solvers.eit.stages import (
+    BackgroundFit,
+    NoiseModel,
+    SamplingResult,
+    build_posterior,
+    build_prior,
+    check_background,
+    estimate_noise,
+    fit_background,
+    map_background_check,
+    run_map,
+    sample_posterior,
+    truth_errors,
+)
+
+__all__ = [
+    "METHODS",
+    "PRIORS",
+    "STD_ESTIMATORS",
+    "BackgroundFit",
+    "EITPosterior",
+    "EITReconResult",
+    "NoiseModel",
+    "Phantom",
+    "ReconConfig",
+    "SamplingResult",
+    "SimulatedData",
+    "build_posterior",
+    "build_prior",
+    "check_background",
+    "check_inputs",
+    "difference_data",
+    "estimate_noise",
+    "fit_background",
+    "gauss_newton",
+    "jacobian_preconditioner",
+    "laplace_covariance",
+    "lbfgs_map",
+    "lognormal_moments",
+    "map_background_check",
+    "preconditioned_lipschitz",
+    "reconstruct",
+    "relative_errors",
+    "run_map",
+    "sample_posterior",
+    "simulate",
+    "summary_of",
+    "truth_errors",
+    "uncertainty_record",
+]

@@ -1,0 +1,231 @@
+"""EIT reconstruction pipeline: data -> noise estimate -> background/contact fit -> MAP -> posterior -> outputs.
+
+Used by ``invprob eit reconstruct``, ``invprob eit simulate`` and the EIT examples and benchmarks.
+
+Steps of :func:`reconstruct` (each a function of :mod:`invprob.solvers.eit.stages`)
+-----------------------------------------------------------------------------------
+1. Noise std: given, or estimated from the reference frame by **reciprocity**
+   (:func:`invprob.tuning.estimate_noise_reciprocity`: a measurement and its reciprocal, injection and measurement
+   swapped, agree up to noise), or else from the residual of the homogeneous fit.
+2. Background conductivity and contact impedance: least-squares fit of a homogeneous model to the reference frame
+   (or the data themselves); its relative residual is the *model error* of the mesh/electrode model, which the
+   absolute likelihood adds to the noise (``s^2 = noise^2 + model^2``).
+3. MAP in ``theta = log sigma``: Levenberg-Marquardt Gauss-Newton (or L-BFGS) for absolute imaging; for difference
+   imaging the model is linearised about the fitted background (:class:`~invprob.operators.eit.LinearizedForward`).
+4. Uncertainty: the Laplace covariance ``(J^T S^-2 J + H_R)^{-1}`` at the MAP (dense Cholesky) and, for
+   ``method="pbrwp"`` / ``"mla"``, the sampler with the Jacobian preconditioner ``M = (J^T S^-2 J + H_R + c I)^{-1}``
+   (PBRWP's calibrated ``kernel-langevin`` estimator). ``config.std_estimator`` picks which one is published as
+   ``std``; both are kept in the result.
+5. Outputs in conductivity units: ``map = exp(theta_map)``; ``mean``/``std`` from the log-normal moments of the
+   ``theta`` posterior marginals (``mean = exp(m + s^2/2)``, ``std = mean sqrt(exp(s^2) - 1)``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from invprob.solvers.eit.config import EITReconResult, ReconConfig, lognormal_moments
+from invprob.solvers.eit.laplace import laplace_covariance
+from invprob.solvers.eit.map import summary_of
+from invprob.solvers.eit.stages import (
+    SamplingResult,
+    build_posterior,
+    build_prior,
+    check_background,
+    estimate_noise,
+    fit_background,
+    map_background_check,
+    run_map,
+    sample_posterior,
+    truth_errors,
+)
+
+__all__ = ["check_inputs", "reconstruct", "uncertainty_record"]
+
+
+def check_inputs(data, mesh, config: ReconConfig, *, reference=None, truth=None) -> None:
+    """Raise a one-line ``ValueError`` on mismatched electrodes or patterns, non-finite data, a difference request
+    without reference, or a truth of the wrong size."""
+    if data.n_electrodes != mesh.n_electrodes:
+        raise ValueError(f"data: has {data.n_electrodes} electrodes, the mesh has {mesh.n_electrodes}")
+    if not np.all(np.isfinite(data.voltages)):
+        raise ValueError("data: voltages contain NaN or Inf")
+    if reference is not None:
+        if reference.n_electrodes != data.n_electrodes or reference.voltages.shape != data.voltages.shape:
+            raise ValueError("reference: its protocol does not match the data's")
+        if not np.allclose(reference.currents, data.currents) or not np.allclose(
+            reference.measurements, data.measurements
+        ):
+            raise ValueError("reference: its current/measurement patterns differ from the data's")
+    if config.difference and reference is None:
+        raise ValueError("difference imaging needs a reference frame")
+    if truth is not None and np.asarray(truth).shape != (mesh.n_cells,):
+        raise ValueError(f"truth must have {mesh.n_cells} values (one per cell of the inversion mesh)")
+
+
+def uncertainty_record(config: ReconConfig, use_sampler: bool, theta_std: np.ndarray) -> dict[str, Any]:
+    """``info["uncertainty"]``: which std is published, how it was computed and its calibration status (read from
+    the package's calibration data, :func:`invprob.calibration.calibration_status`)."""
+    from invprob.calibration import calibration_status
+
+    if use_sampler:
+        description = (f"{config.method} std (PBRWP: kernel-langevin moments of the regularized density, or the "
+                       "collapsed particles' spread after a fallback, see sampler.fallback; MLA: pooled chains)")
+    else:
+        description = ("Laplace / linearised Gaussian at the MAP: diag((J^T S^-2 J + H_prior)^-1), dense Cholesky; "
+                       "exact for the linearised model with the Gaussian prior")
+    return {
+        "estimator": "sampler" if use_sampler else "laplace",
+        "description": description,
+        "theta_std_median": float(np.median(theta_std)),
+        "calibration_status": calibration_status("eit", prior=config.prior,
+                                                 std="sampler" if use_sampler else "laplace"),
+        "conductivity_transform": "log-normal marginals: mean = exp(m + s^2/2), std = mean sqrt(exp(s^2) - 1)",
+    }
+
+
+def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, noise, info, truth, theta_bg, say,
+             *, timings: dict[str, float]):
+    """Conductivity outputs, the misfit/uncertainty records and the truth errors: the result object."""
+    tmap = res_map.x[0].numpy().copy()
+    mean_theta = tmap.copy() if smp is None else smp.mean
+    use_sampler = config.std_estimator == "sampler" and smp is not None
+    theta_std = smp.std if use_sampler else std_lap
+    unc = uncertainty_record(config, use_sampler, theta_std)
+    if unc["calibration_status"] == "unmeasured":
+        say(f"warning: the published std ({'sampler' if use_sampler else 'Laplace'}, {config.prior} prior) has not "
+            "been calibrated against a reference posterior; treat it as indicative")
+    map_c = np.exp(tmap)
+    mean_c, std_c = lognormal_moments(mean_theta, theta_std)
+    _, std_lap_c = lognormal_moments(mean_theta, std_lap)
+    std_smp_c = None if smp is None else lognormal_moments(mean_theta, smp.std)[1]
+    rms_y, sn, model = noise.rms_data, noise.noise_std, noise.model_error
+    info["map_solver"] = summary_of(res_map.info)
+    info["relative_misfit"] = {
+        "map": res_map.info["relative_misfit"],
+        "mean": post.relative_misfit(torch.as_tensor(mean_theta)[None]),
+        "noise_plus_model_error": math.sqrt(sn**2 + model**2) / rms_y,
+        "noise": sn / rms_y,
+    }
+    info["sampler"] = None if smp is None else smp.info
+    info["uncertainty"] = unc
+    t_start = timings.pop("t_start")
+    info["timings_s"] = {**timings, "total_s": time.perf_counter() - t_start}
+    info["units"] = "conductivity in the data's units; cells_xy in the mesh's frame and units"
+    if truth is not None:
+        info["errors"] = truth_errors({"map": map_c, "mean": mean_c}, truth, mesh.areas, std=std_c,
+                                      theta_mean=mean_theta, theta_std=theta_std, background=math.exp(theta_bg))
+    return EITReconResult(
+        map=map_c, mean=mean_c, std=std_c, cells_xy=np.asarray(mesh.centroids).copy(),
+        areas=np.asarray(mesh.areas).copy(), std_laplace=std_lap_c, std_sampler=std_smp_c, theta_map=tmap,
+        theta_mean=mean_theta, theta_std=theta_std, truth=None if truth is None else np.asarray(truth, np.float64),
+        info=info,
+    )
+
+
+def reconstruct(
+    data,
+    mesh,
+    config: ReconConfig | None = None,
+    *,
+    reference=None,
+    truth: np.ndarray | None = None,
+    radius: float | None = None,
+    progress: bool = False,
+    log=None,
+    background: dict | None = None,
+    device: torch.device | str | None = None,
+) -> EITReconResult:
+    """Reconstruct per-cell conductivity with uncertainty from one EIT frame.
+
+    Parameters
+    ----------
+    data : EITData
+        The measured frame (its protocol defines the operator).
+    mesh : EITMesh
+        The inversion mesh (its electrodes must match the data's).
+    config : ReconConfig
+    reference : EITData, optional
+        A reference frame (empty tank): noise by reciprocity, background/contact fit, model error, and the
+        reference for ``config.difference``.
+    truth : array (n_cells,), optional
+        The true conductivity on ``mesh`` (adds errors to ``info``).
+    radius : float, optional
+        Domain radius (default: from the mesh points).
+    progress : bool
+        Progress bars.
+    log : callable, optional
+        ``log(message)`` for one-line progress messages.
+    background : dict, optional
+        ``{"sigma": float, "contact_impedance": float or (L,)}`` from an earlier fit of the same reference frame
+        (skips the homogeneous fit; ``info["background"]`` of an earlier result has this form).
+    device : torch.device or str, optional
+        Where the sampler's particles live (``method="pbrwp"``/``"mla"``); the finite elements, the MAP and the
+        Laplace covariance stay on the CPU in float64.
+
+    Raises
+    ------
+    ValueError
+        On mismatched electrodes, a difference request without reference, or non-finite data.
+    """
+    from invprob.priors.mesh import MeshGraph
+
+    config = ReconConfig() if config is None else config
+    say = log or (lambda msg: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    check_inputs(data, mesh, config, reference=reference, truth=truth)
+    R = float(radius) if radius is not None else float(np.linalg.norm(mesh.points - mesh.centre, axis=1).max())
+    info: dict[str, Any] = {"config": asdict(config), "n_cells": mesh.n_cells, "n_meas": int(np.shape(data.data)[0]),
+                            "n_electrodes": mesh.n_electrodes, "radius": R}
+    t0 = time.perf_counter()
+    fit = fit_background(data, mesh, config, reference=reference, background=background)
+    noise = estimate_noise(data, config, fit, reference=reference)
+    timings["noise_and_background_s"] = time.perf_counter() - t0
+    info.update({**noise.as_info(), "background": fit.as_info(), **noise.model_info()})
+    z_mean = float(np.mean(fit.contact_impedance))
+    say(f"noise std {noise.noise_std:.3g} ({100 * noise.noise_std / noise.rms_data:.2f} % rms, "
+        f"{noise.noise_source}); background {fit.sigma:.4g}, contact impedance {z_mean:.3g}, "
+        f"homogeneous misfit {100 * fit.relative_misfit:.2f} %")
+    check = check_background(data, config, fit) if reference is not None else None
+    if check is not None:
+        prior_mean = check.pop("prior_mean_sigma", None)
+        info["background_check"] = check
+        if prior_mean is not None:  # absolute imaging: centre the prior on the data's own background
+            info["background"]["prior_mean_sigma"] = prior_mean
+    theta_bg = math.log(info["background"].get("prior_mean_sigma", fit.sigma))
+    prior = build_prior(config, MeshGraph.from_mesh(mesh), theta_bg, R)
+    post = build_posterior(config, fit, noise, prior, data, reference=reference)
+    info["likelihood_std"] = float(post.noise_std[0])
+    t0 = time.perf_counter()
+    res_map = run_map(post, torch.full((1, mesh.n_cells), theta_bg, dtype=torch.float64), config, progress=progress)
+    timings["map_s"] = time.perf_counter() - t0
+    if check is not None:
+        info["background_check"].update(map_background_check(res_map.x, mesh.areas, fit.sigma))
+        if info["background_check"]["background_changed"]:
+            med = info["background_check"]["map_median_sigma"]
+            say(f"warning: the MAP's median conductivity ({med:.3g}) differs from the reference background "
+                f"({fit.sigma:.3g}) by a factor {med / fit.sigma:.2f}: the background changed"
+                + (", difference imaging against this reference is not meaningful" if config.difference else ""))
+    say(f"MAP ({res_map.info['method']}): {res_map.info['iterations']} iterations, "
+        f"relative misfit {100 * res_map.info['relative_misfit']:.2f} %, {timings['map_s']:.1f} s")
+    t0 = time.perf_counter()
+    # quadratic prior: its exact Hessian; TV/L1: the lagged-diffusivity majorizer (the exact Hessian of the
+    # eps-smoothed prior is ~1/eps on flat regions and ~0 across jumps: not a usable Gaussian approximation)
+    std_lap = laplace_covariance(post, res_map.x, prior_kind="majorizer").numpy()
+    timings["laplace_s"] = time.perf_counter() - t0
+    smp = None
+    if config.method in ("pbrwp", "mla"):
+        smp = sample_posterior(post, res_map.x, config, std_laplace=std_lap, progress=progress, device=device,
+                               say=say)
+        timings.update(preconditioner_s=smp.preconditioner_s, sampler_s=smp.sampler_s)
+        say(f"{smp.sampler_name}: {smp.n_iter} iterations x {config.n_particles} particles, {smp.sampler_s:.1f} s; "
+            f"sampler std / Laplace std median {smp.info['std_ratio_to_laplace']['median']:.3f}")
+    return _outputs(mesh, post, config, res_map, std_lap, smp, noise, info, truth, theta_bg, say,
+                    timings={**timings, "t_start": t_start})
