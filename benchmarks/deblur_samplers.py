@@ -223,7 +223,7 @@ class _LeanULA(ULA):
 
     def _step(self, target, x, state, gen, log):
         fn, g, _ = target.evaluate(x, need_fn=log)
-        x_new = torch.add(x, g, alpha=-state["step"]).add_(randn_like(x, gen), alpha=state["noise"])
+        x_new = torch.add(x, g, alpha=-state.step).add_(randn_like(x, gen), alpha=state.noise)
         return x_new, ({"potential": fn.mean()} if log else {})
 
 

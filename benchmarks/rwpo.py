@@ -324,7 +324,7 @@ def eit_map_part(args):
             post = EITPosterior(forward, y_model, noise_std, prior)
             t1 = time.perf_counter()
             res = gauss_newton(post, torch.full((1, problem.dim), theta_bg, dtype=torch.float64),
-                               max_iter=config.map_iter)
+                               max_iter=config.map_max_iter)
             times.append(time.perf_counter() - t1)
             maps.append(res.x[0])
             iters.append(res.info["iterations"])

@@ -55,7 +55,7 @@ def conjugate_gradient(
 
 
 def power_iteration(
-    apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, n_iter: int = 100, tol: float = 1e-6,
+    apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, max_iter: int = 100, tol: float = 1e-6,
     dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu", seed: int = 0,
 ) -> float:
     """Largest eigenvalue of a symmetric positive semi-definite ``apply`` by power iteration."""
@@ -63,7 +63,7 @@ def power_iteration(
     x = torch.randn((1, *shape), generator=g, dtype=dtype).to(device)
     x = x / x.norm()
     lam = 0.0
-    for _ in range(n_iter):
+    for _ in range(max_iter):
         y = apply(x)
         lam_new = float(batch_dot(x, y))
         x = y / y.norm().clamp_min(torch.finfo(dtype).tiny)
@@ -75,7 +75,7 @@ def power_iteration(
 
 
 def lanczos_max_eigenvalue(
-    apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, n_iter: int = 300, tol: float = 1e-12,
+    apply: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], *, max_iter: int = 300, tol: float = 1e-12,
     dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu", seed: int = 0,
 ) -> float:
     """Largest eigenvalue of a symmetric positive semi-definite ``apply`` by the Lanczos recurrence.
@@ -95,7 +95,7 @@ def lanczos_max_eigenvalue(
     alphas: list[float] = []
     betas: list[float] = []
     lam = None
-    for _ in range(int(n_iter)):
+    for _ in range(int(max_iter)):
         w = apply(q) - b_prev * q_prev
         a = float(batch_dot(w, q))
         alphas.append(a)

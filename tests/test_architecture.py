@@ -51,7 +51,8 @@ PARSER_CALLS = frozenset({
     "add_argument", "add_parser", "add_subparsers", "add_argument_group", "add_mutually_exclusive_group",
     "set_defaults",
 })
-ITERATION_NAMES = re.compile(r"^(n_iter|iters?|max_iter|map_iters|n_steps|steps|burn_in|n_burn|n_outer|n_inner)$")
+ITERATION_NAMES = re.compile(r"^((\w+_)?(n_iter|max_iter)|iters?|map_iters|n_steps|steps|burn_in|n_burn|n_outer"
+                             r"|n_inner)$")
 
 
 # -- source tree -------------------------------------------------------------------------------------------
@@ -200,8 +201,9 @@ def _names(node: ast.AST) -> set[str]:
 
 def iteration_loops(package: Path) -> list[str]:
     """``file:line`` for every loop in ``<package>/apps`` that runs over a solver's iteration count: a ``for`` over
-    ``range(...)`` whose arguments name an iteration count (``n_iter``, ``iters``, ``max_iter``, ``map_iters``,
-    ``steps``, ``n_steps``, ``burn_in``, ...), or a ``while`` whose condition names one."""
+    ``range(...)`` whose arguments name an iteration count (``n_iter``, ``max_iter``, ``map_max_iter``,
+    ``kernel_n_iter``, ``iters``, ``steps``, ``n_steps``, ``burn_in``, ...), or a ``while`` whose condition names
+    one."""
     offenders = []
     for name, path in modules(package).items():
         if name.split(".")[1:2] != ["apps"]:

@@ -118,7 +118,7 @@ def test_circular_norm_is_exact_and_power_iteration_agrees():
     assert op.norm_squared() == pytest.approx(float((K.abs() ** 2).max()), rel=1e-15)
     # a non-negative PSF with unit sum: the DC gain is 1 and is the largest
     assert op.norm_squared() == pytest.approx(1.0, abs=1e-14)
-    lam = power_iteration(op.A_adjoint_A, op.domain_shape, n_iter=5000, tol=1e-15)
+    lam = power_iteration(op.A_adjoint_A, op.domain_shape, max_iter=5000, tol=1e-15)
     assert lam <= op.norm_squared() * (1 + 1e-12)
     assert abs(lam - op.norm_squared()) < 1e-6
     # the generic estimator (what any deepinv operator gets) matches the exact symbol
@@ -133,7 +133,7 @@ def test_norm_squared_noncircular(boundary):
 
     op = Blur(gaussian_kernel(1.5), (48, 40), boundary=boundary)
     est = op.norm_squared()
-    ref = lanczos_max_eigenvalue(op.A_adjoint_A, op.domain_shape, n_iter=1000, tol=0.0, seed=1)
+    ref = lanczos_max_eigenvalue(op.A_adjoint_A, op.domain_shape, max_iter=1000, tol=0.0, seed=1)
     assert abs(est - ref) <= 1e-8 * ref
 
 

@@ -114,7 +114,7 @@ def test_deblur_colour_tiff_with_sampler(images, tmp_path):
     assert s["method"] == "myula" and s["seed"] == 5
     assert s["std_png_scale"] == pytest.approx(std_max, rel=1e-5)
     assert s["uncertainty"]["estimator"]
-    assert s["sampler"]["particles"] == 2 and s["sampler"]["iters"] == 40 and "sampler_s" in s["timings_s"]
+    assert s["sampler"]["n_particles"] == 2 and s["sampler"]["n_iter"] == 40 and "sampler_s" in s["timings_s"]
     assert s["metrics"]["map"]["psnr_db"] > s["metrics"]["input"]["psnr_db"] + 1.0
     assert s["metrics"]["mean"]["psnr_db"] > s["metrics"]["input"]["psnr_db"]
     assert 0 <= s["metrics"]["coverage_2std"] <= 1

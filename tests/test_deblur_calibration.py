@@ -120,7 +120,7 @@ def test_deblur_reports_and_warns_about_calibration(prior, measured):
     y = np.random.default_rng(0).random((1, 32, 32))
     notes = []
     res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, prior=prior, weight=5.0, method="pbrwp",
-                                 particles=4, iters=10, map_iters=20), log=notes.append)
+                                 n_particles=4, n_iter=10, map_max_iter=20), log=notes.append)
     status = res.info["uncertainty"]["calibration_status"]
     assert status.startswith("measured") is measured, status
     warned = [n for n in notes if "has not been calibrated" in n]

@@ -90,7 +90,7 @@ def test_linearised_gaussian_pbrwp_kernel_std_is_calibrated():
         T=T,
         step=0.5,
         uncertainty="kernel-langevin",
-        kernel_steps=80,
+        kernel_n_iter=80,
         kernel_burn_in=20,
         logz="surrogate",
         kernel_noise="exact-quadratic",

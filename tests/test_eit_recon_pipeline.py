@@ -90,7 +90,7 @@ def test_difference_imaging_and_background_change_detection():
     # a frame whose whole background is 1.6x: detected
     bg = simulate(fine, Phantom(1.6), noise=0.01, seed=2)
     res2 = reconstruct(
-        bg.data, coarse, ReconConfig(method="gn", difference=True, map_iter=2), reference=sim.reference
+        bg.data, coarse, ReconConfig(method="gn", difference=True, map_max_iter=2), reference=sim.reference
     )
     assert res2.info["background_check"]["background_changed"] is True
 
@@ -127,7 +127,7 @@ def test_pbrwp_pipeline_small():
     res = reconstruct(
         sim.data,
         coarse,
-        ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_steps=40),
+        ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_n_iter=40),
         reference=sim.reference,
     )
     smp = res.info["sampler"]
@@ -278,7 +278,7 @@ def test_reconstruct_sampler_on_the_gpu_matches_the_cpu():
         pytest.skip("needs a CUDA device")
     coarse, _ = _meshes()
     sim = _sim()
-    cfg = ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_steps=20)
+    cfg = ReconConfig(method="pbrwp", n_particles=8, n_iter=6, kernel_n_iter=20)
     cpu = reconstruct(sim.data, coarse, cfg, reference=sim.reference, device="cpu")
     gpu = reconstruct(sim.data, coarse, cfg, reference=sim.reference, device="cuda")
     np.testing.assert_allclose(gpu.std_laplace, cpu.std_laplace, rtol=1e-12)

@@ -53,7 +53,7 @@ def test_cg_reports_non_convergence():
 @pytest.mark.parametrize("estimator", [power_iteration, lanczos_max_eigenvalue])
 def test_largest_eigenvalue_estimators(estimator):
     A = _spd(30, 10.0, 7)  # well separated top eigenvalues: both methods converge
-    lam = estimator(lambda v: v @ A.T, (30,), n_iter=2000, tol=1e-14)
+    lam = estimator(lambda v: v @ A.T, (30,), max_iter=2000, tol=1e-14)
     ref = float(torch.linalg.eigvalsh(A)[-1])
     assert abs(lam - ref) <= 1e-8 * ref
 

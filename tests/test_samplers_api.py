@@ -69,7 +69,7 @@ def test_seeded_runs_are_bit_identical_on_cpu(sampler):
     kw = dict(n_particles=6, n_iter=12, burn_in=4, progress=False, keep_samples=10, dtype=torch.float32)
     if isinstance(sampler, PBRWP):
         sampler = type(sampler)(**({"preconditioner": "normal", "c": 50.0} if type(sampler) is PBRWP else {}),
-                                T=0.5, step=sampler.config.step, kernel_steps=6, kernel_burn_in=2)
+                                T=0.5, step=sampler.config.step, kernel_n_iter=6, kernel_burn_in=2)
     a = sampler.run(post, rng=123, **kw)
     b = sampler.run(post, rng=torch.Generator().manual_seed(123), **kw)
     c = sampler.run(post, rng=124, **kw)
@@ -185,7 +185,7 @@ def test_l1_and_non_circular_posteriors_run():
     x[4:8, 4:12] = 1.0
     op = Blur(gaussian_kernel(1.0), (16, 16))
     y = op.A(x[None, None]) + 0.02 * torch.randn(1, 1, 16, 16, generator=g, dtype=torch.float64)
-    res = PBRWP(kernel_steps=20, kernel_burn_in=5).run(Posterior(op, y, 0.02, L1(1.0, eps=0.05)), n_particles=6,
+    res = PBRWP(kernel_n_iter=20, kernel_burn_in=5).run(Posterior(op, y, 0.02, L1(1.0, eps=0.05)), n_particles=6,
                                                        n_iter=10, rng=0, progress=False)
     assert res.info["uncertainty"]["estimator"] == "kernel-langevin"
     assert res.info["preconditioner"]["kind"] == "normal"
@@ -219,13 +219,13 @@ def test_estimator_objects_and_typed_state():
     res = PBRWP(preconditioner="identity", T=0.5, step=0.1, uncertainty=ParticleMoments("mine")).run(
         pot, n_particles=8, n_iter=6, rng=0, progress=False)
     assert res.info["uncertainty"] == {"estimator": "particles", "calibration": "mine"}
-    sampler = PBRWP(kernel_steps=7, kernel_burn_in=2)
-    assert sampler.kernel == KernelLangevinConfig(steps=7, burn_in=2)
-    assert PBRWP(kernel=KernelLangevinConfig(steps=7, burn_in=2)).kernel == sampler.kernel
+    sampler = PBRWP(kernel_n_iter=7, kernel_burn_in=2)
+    assert sampler.kernel == KernelLangevinConfig(n_iter=7, burn_in=2)
+    assert PBRWP(kernel=KernelLangevinConfig(n_iter=7, burn_in=2)).kernel == sampler.kernel
     with pytest.raises(ValueError, match="kernel"):
-        PBRWP(kernel=KernelLangevinConfig(), kernel_steps=5)
+        PBRWP(kernel=KernelLangevinConfig(), kernel_n_iter=5)
     with pytest.raises(ValueError, match="kernel_burn_in"):
-        PBRWP(kernel_steps=5, kernel_burn_in=5)
+        PBRWP(kernel_n_iter=5, kernel_burn_in=5)
     from invprob.solvers.samplers.base import Target
 
     tgt = Target(_gauss_posterior())
@@ -236,7 +236,7 @@ def test_estimator_objects_and_typed_state():
 
 
 def test_runtime_strings_name_no_benchmark_path():
-    res = PBRWP(kernel_steps=6, kernel_burn_in=2).run(_tv_posterior(), n_particles=4, n_iter=4, rng=0,
+    res = PBRWP(kernel_n_iter=6, kernel_burn_in=2).run(_tv_posterior(), n_particles=4, n_iter=4, rng=0,
                                                        progress=False)
     text = json.dumps(res.info["uncertainty"]) + json.dumps(res.info["preconditioner"])
     assert "benchmarks/" not in text and res.info["uncertainty"]["estimator"] == "kernel-langevin"

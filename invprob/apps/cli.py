@@ -371,7 +371,7 @@ def _config_from_args(args, psf: str, noise):
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be a positive integer, got {args.threads}")
     return DeblurConfig(psf=psf, noise_std=noise, prior=args.prior, weight=weight, method=args.method,
-                        particles=args.particles, iters=args.iters, seed=int(args.seed), device=args.device,
+                        n_particles=args.particles, n_iter=args.iters, seed=int(args.seed), device=args.device,
                         boundary=args.boundary)
 
 

@@ -72,10 +72,10 @@ PRIORS = ("tv", "l1", "gaussian")
 #: The :class:`invprob.operators.Blur` boundary models the pipeline offers, its default ``"free"`` first (the
 #: ``"valid"`` model serves the weight search, whose data are the frame).
 BOUNDARIES = ("free", *(b for b in _OPERATOR_BOUNDARIES if b not in ("free", "valid")))
-#: Sampler defaults (particles, iterations) per method, sized so that a 256x256 grey image takes about 30 s of
+#: Sampler defaults (``n_particles``, ``n_iter``) per method, sized so that a 256x256 grey image takes about 30 s of
 #: sampling on an idle 2-core CPU (one torch thread; PBRWP's cost is mostly its kernel-Langevin chains, about
-#: 2.3 s per particle at 256x256). Colour images get ``particles // channels`` (at least 4) PBRWP particles
-#: unless ``particles`` is given.
+#: 2.3 s per particle at 256x256). Colour images get ``n_particles // channels`` (at least 4) PBRWP particles
+#: unless ``n_particles`` is given.
 SAMPLER_DEFAULTS = {
     "pbrwp": (12, 100),
     "brwp": (12, 100),
@@ -103,7 +103,7 @@ class DeblurConfig:
         Prior weight ``theta`` (units: 1/intensity for TV/L1, 1/intensity^2 for Gaussian), or ``"auto"``.
     method : str
         ``"map"`` (MAP only) or a sampler: ``"pbrwp"``, ``"brwp"``, ``"myula"``, ``"mla"``, ``"ula"``.
-    particles, iters : int or None
+    n_particles, n_iter : int or None
         Sampler particles (or chains) and iterations (``None``: :data:`SAMPLER_DEFAULTS`).
     seed : int
     device : str
@@ -114,8 +114,8 @@ class DeblurConfig:
         outside the frame; FFT-fast. ``"circular"`` assumes a periodic scene (exact for data made by
         :func:`blur_image`, badly wrong on real photos: 10-14 dB measured on crops of larger blurred scenes);
         ``"reflect"``, ``"replicate"``, ``"zero"`` pad the image (slower, direct convolution).
-    map_iters, map_tol : int, float
-        FISTA budget for the MAP.
+    map_max_iter, map_tol : int, float
+        FISTA's iteration cap and tolerance for the MAP.
     weight_region : int
         Side of the central crop used by the automatic weight search on larger images.
     """
@@ -125,12 +125,12 @@ class DeblurConfig:
     prior: str = DEFAULT_PRIOR
     weight: float | str = "auto"
     method: str = DEFAULT_METHOD
-    particles: int | None = None
-    iters: int | None = None
+    n_particles: int | None = None
+    n_iter: int | None = None
     seed: int = 0
     device: str = "auto"
     boundary: str = "free"
-    map_iters: int = 400
+    map_max_iter: int = 400
     map_tol: float = 1e-5
     weight_region: int = 128
 
@@ -278,11 +278,11 @@ def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> Check
         raise ValueError(f"unknown prior {config.prior!r}: use one of {', '.join(PRIORS)}")
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}: use one of {', '.join(METHODS)}")
-    for name in ("particles", "iters"):
+    for name, flag in (("n_particles", "particles"), ("n_iter", "iters")):
         v = getattr(config, name)
         if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"--{name} must be a positive integer, got {v!r}")
-    if config.method in ("pbrwp", "brwp") and config.particles is not None and config.particles < 2:
+            raise ValueError(f"--{flag} must be a positive integer, got {v!r}")
+    if config.method in ("pbrwp", "brwp") and config.n_particles is not None and config.n_particles < 2:
         raise ValueError(f"--method {config.method} needs at least 2 particles")
     if config.method != "map":
         try:
@@ -320,7 +320,7 @@ def weight_stage(kernel: torch.Tensor, y: torch.Tensor, noise_std: float, config
 
 
 def map_stage(posterior, config: DeblurConfig, *, x0: torch.Tensor | None = None, progress: bool = False) -> MapStage:
-    """FISTA (or the closed form when ``method="auto"`` finds one) to ``config.map_tol`` or ``config.map_iters``.
+    """FISTA (or the closed form when ``method="auto"`` finds one) to ``config.map_tol`` or ``config.map_max_iter``.
 
     The free boundary always uses FISTA from ``x0`` (the data with replicated edges). A Ctrl-C keeps the last
     iterate.
@@ -334,7 +334,7 @@ def map_stage(posterior, config: DeblurConfig, *, x0: torch.Tensor | None = None
         last["x"], last["it"] = x, it
 
     try:
-        res = map_estimate(posterior, method="fista" if free else "auto", x0=x0, max_iter=config.map_iters,
+        res = map_estimate(posterior, method="fista" if free else "auto", x0=x0, max_iter=config.map_max_iter,
                            tol=config.map_tol, progress=progress, callback=keep)
     except KeyboardInterrupt:
         if "x" in last:
@@ -387,7 +387,7 @@ def sampling_stage(posterior, config: DeblurConfig, x_map: torch.Tensor, *, devi
     if config.method in ("pbrwp", "brwp") and channels > 1:
         # the kernel chains cost in proportion to the channels: keep a colour image's time that of a grey one
         n_part = max(4, n_part // channels)
-    n_part, n_iter = config.particles or n_part, config.iters or n_iter
+    n_part, n_iter = config.n_particles or n_part, config.n_iter or n_iter
     target, options = posterior, {}
     if config.prior == "tv":
         target = Posterior(posterior.operator, posterior.y, posterior.noise_std,
@@ -396,7 +396,7 @@ def sampling_stage(posterior, config: DeblurConfig, x_map: torch.Tensor, *, devi
         options["preconditioner"] = posterior_preconditioner(target, x_ref=x_map)
     sampler = make_sampler(config.method, **options)
     tracker = _Tracker(burn_in=n_iter // 2)
-    counts = {"particles": n_part, "iters": n_iter, **({"tv_eps": TV_SAMPLING_EPS} if config.prior == "tv" else {})}
+    counts = {"n_particles": n_part, "n_iter": n_iter, **({"tv_eps": TV_SAMPLING_EPS} if config.prior == "tv" else {})}
     try:
         res = sampler.run(target, n_particles=n_part, n_iter=n_iter, rng=int(config.seed), init=x_map,
                           progress=progress, callback=tracker, device=device, dtype=dtype)
@@ -408,7 +408,7 @@ def sampling_stage(posterior, config: DeblurConfig, x_map: torch.Tensor, *, devi
             note = f"interrupted during sampling: mean and std are the {how}"
         else:
             note = f"interrupted during sampling ({0 if tracker.last is None else 'some'} iterations): no mean/std"
-        sinfo = {"sampler": config.method, "interrupted": True, "n_particles": n_part, "n_iter": n_iter, **counts}
+        sinfo = {"sampler": config.method, "interrupted": True, **counts}
         return SamplingStage(mean, std, sinfo, {"estimator": "partial", "note": note}, note)
     sinfo = {k: v for k, v in res.info.items() if not (torch.is_tensor(v) or isinstance(v, np.ndarray))}
     status = calibration_status("deblur", method=config.method, prior=config.prior, boundary=config.boundary)
@@ -513,7 +513,7 @@ def deblur(
     --------
     >>> import numpy as np
     >>> y = np.random.default_rng(0).random((1, 32, 32))
-    >>> res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, weight=5.0, method="map", map_iters=20))
+    >>> res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, weight=5.0, method="map", map_max_iter=20))
     >>> res.map.shape, res.mean is None
     ((1, 32, 32), True)
     """

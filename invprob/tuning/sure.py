@@ -45,7 +45,7 @@ class SureWeight:
 
 def sure_weight(
     kernel: torch.Tensor, y: torch.Tensor, noise_std: float, make_prior: Callable[[float], Any], *,
-    theta0: float | None = None, n_iter: int = 40, first_iter: int = 100, max_evals: int = 9, seed: int = 0,
+    theta0: float | None = None, n_iter: int = 40, first_n_iter: int = 100, max_evals: int = 9, seed: int = 0,
 ) -> SureWeight:
     """Prior weight minimising the predictive SURE of the MAP estimator (see the module docstring).
 
@@ -61,8 +61,8 @@ def sure_weight(
         selects the default ``theta0``).
     theta0 : float, optional
         First weight of the search.
-    n_iter, first_iter : int
-        FISTA iterations per evaluation, warm-started from the previous weight's solution (``first_iter`` for
+    n_iter, first_n_iter : int
+        FISTA iterations per evaluation, warm-started from the previous weight's solution (``first_n_iter`` for
         the first).
     max_evals : int
         Cap on the grid evaluations.
@@ -79,7 +79,7 @@ def sure_weight(
     >>> from invprob.operators import gaussian_kernel
     >>> from invprob.priors import TV
     >>> y = torch.rand(1, 1, 24, 24, dtype=torch.float64)
-    >>> res = sure_weight(gaussian_kernel(1.0), y, 0.05, TV, n_iter=3, first_iter=3, max_evals=3)
+    >>> res = sure_weight(gaussian_kernel(1.0), y, 0.05, TV, n_iter=3, first_n_iter=3, max_evals=3)
     >>> res.weight > 0, len(res.record["evaluations"]) >= 2
     (True, True)
     """
@@ -103,7 +103,7 @@ def sure_weight(
     def risk(log2t: float) -> float:
         key = round(log2t, 6)
         if key not in cache:
-            its = first_iter if state["first"] else n_iter
+            its = first_n_iter if state["first"] else n_iter
             X = fista_batch(op, Y, sigma, make_prior(theta0 * 2.0**log2t), x0=state["x"], n_iter=its, lipschitz=L)
             state["x"], state["first"] = X, False
             AX = op.A(X)
@@ -119,7 +119,7 @@ def sure_weight(
         "theta0": theta0,
         "evaluations": [{"weight": theta0 * 2.0**p, "sure_over_d_sigma2": cache[p]} for p in sorted(cache)],
         "model": "valid blur (no boundary assumption)",
-        "fista_iterations": {"first": first_iter, "then": n_iter},
+        "fista_iterations": {"first": first_n_iter, "then": n_iter},
         "time_s": time.perf_counter() - t0,
     }
     return SureWeight(float(theta0 * 2.0**log2_best), record)

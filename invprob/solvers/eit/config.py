@@ -35,13 +35,13 @@ class ReconConfig:
         Absolute noise std of one measurement (None: estimated).
     model_error : float or None
         Relative model error added to the noise in absolute imaging (None: measured on the reference frame).
-    n_particles, n_iter, T, c, kernel_steps, kernel_step, mla_step : sampler settings (PBRWP: particles, iterations,
+    n_particles, n_iter, T, c, kernel_n_iter, kernel_step, mla_step : sampler settings (PBRWP: particles, iterations,
         kernel time, preconditioner shift, and the kernel-langevin chains' length and step fraction; MLA runs
-        ``n_iter + kernel_steps`` steps of size ``mla_step / L``)
+        ``n_iter + kernel_n_iter`` steps of size ``mla_step / L``)
     std_estimator : "laplace" | "sampler"
         Which std is published as ``std`` (the other one is kept as ``std_laplace``/``std_sampler``).
-    map_iter : int
-        Maximum MAP iterations.
+    map_max_iter : int
+        Maximum MAP iterations (Gauss-Newton stops earlier on its tolerance; L-BFGS gets ``10 map_max_iter``).
     fit_contact : bool
         Fit the contact impedance with the background (else ``contact_impedance``).
     """
@@ -57,11 +57,11 @@ class ReconConfig:
     n_iter: int = 30
     T: float = 0.9
     c: float = 1.0
-    kernel_steps: int = 150
+    kernel_n_iter: int = 150
     kernel_step: float = 0.2
     mla_step: float = 0.05
     std_estimator: str = "laplace"
-    map_iter: int = 20
+    map_max_iter: int = 20
     fit_contact: bool = True
     contact_impedance: float = 0.01
     seed: int = 0
@@ -83,7 +83,7 @@ class ReconConfig:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.model_error is not None and not (math.isfinite(self.model_error) and self.model_error >= 0):
             raise ValueError(f"model_error must be a non-negative number, got {self.model_error!r}")
-        for name, lo in (("n_particles", 2), ("n_iter", 2), ("kernel_steps", 2), ("map_iter", 1)):
+        for name, lo in (("n_particles", 2), ("n_iter", 2), ("kernel_n_iter", 2), ("map_max_iter", 1)):
             v = getattr(self, name)
             if int(v) != v or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")

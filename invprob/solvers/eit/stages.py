@@ -227,10 +227,10 @@ def build_posterior(config: ReconConfig, fit: BackgroundFit, noise: NoiseModel, 
 
 
 def run_map(post: EITPosterior, theta0: torch.Tensor, config: ReconConfig, *, progress: bool = False):
-    """The MAP in ``theta``: :func:`lbfgs_map` (``10 map_iter`` iterations) or :func:`gauss_newton`."""
+    """The MAP in ``theta``: :func:`lbfgs_map` (at most ``10 map_max_iter`` iterations) or :func:`gauss_newton`."""
     if config.method == "lbfgs":
-        return lbfgs_map(post, theta0, max_iter=10 * config.map_iter, progress=progress)
-    return gauss_newton(post, theta0, max_iter=config.map_iter, progress=progress)
+        return lbfgs_map(post, theta0, max_iter=10 * config.map_max_iter, progress=progress)
+    return gauss_newton(post, theta0, max_iter=config.map_max_iter, progress=progress)
 
 
 def map_background_check(theta_map: torch.Tensor, areas: np.ndarray, sigma_bg: float) -> dict[str, Any]:
@@ -263,7 +263,7 @@ def _pbrwp(config: ReconConfig, M, L: float, uncertainty: str):
     # step must stay small on the nonlinear EIT posterior (0.5/L_kernel diverged; 0.1-0.2 measured stable, std
     # within 5 % of the Laplace std on 926 cells); on divergence the caller falls back to the particles.
     return PBRWP(M, T=config.T, step=0.5 / L, uncertainty=uncertainty, logz="surrogate",
-                 kernel_steps=config.kernel_steps, kernel_burn_in=config.kernel_steps // 3,
+                 kernel_n_iter=config.kernel_n_iter, kernel_burn_in=config.kernel_n_iter // 3,
                  kernel_step_scale=config.kernel_step, kernel_noise="exact-quadratic", lipschitz=L)
 
 
@@ -303,7 +303,7 @@ def sample_posterior(post: EITPosterior, theta_map: torch.Tensor, config: ReconC
         n_iter, burn = config.n_iter, config.n_iter // 2
     else:
         smp = MLA(preconditioner=M, step=config.mla_step / L, lipschitz=L)
-        n_iter, burn = config.n_iter + config.kernel_steps, (config.n_iter + config.kernel_steps) // 4
+        n_iter, burn = config.n_iter + config.kernel_n_iter, (config.n_iter + config.kernel_n_iter) // 4
     run_kw = dict(n_particles=config.n_particles, n_iter=n_iter, burn_in=burn, rng=int(config.seed), init=theta_map,
                   progress=progress)
     if device is not None:

@@ -136,8 +136,8 @@ class KernelExact(UncertaintyEstimator):
 class KernelLangevinConfig:
     """The kernel chains of :class:`KernelLangevin`.
 
-    steps, burn_in : int
-        Steps in all and discarded steps per round (``0 <= burn_in < steps``).
+    n_iter, burn_in : int
+        Steps in all and discarded steps per round (``0 <= burn_in < n_iter``).
     step_scale : float
         Step as a fraction of ``1 / L_kernel``.
     noise : {"langevin", "exact-quadratic"}
@@ -153,7 +153,7 @@ class KernelLangevinConfig:
         plain pooled moments (said in ``info``).
     """
 
-    steps: int = 60
+    n_iter: int = 60
     burn_in: int = 20
     step_scale: float = 0.5
     noise: Literal["langevin", "exact-quadratic"] = "langevin"
@@ -166,14 +166,14 @@ class KernelLangevinConfig:
             raise ValueError(f"kernel_noise must be 'langevin' or 'exact-quadratic', got {self.noise!r}")
         if int(self.rounds) < 1:
             raise ValueError(f"kernel_rounds must be a positive integer, got {self.rounds!r}")
-        if int(self.steps) < 1 or not 0 <= int(self.burn_in) < int(self.steps):
-            raise ValueError("kernel_steps must be >= 1 and 0 <= kernel_burn_in < kernel_steps, got "
-                             f"{self.steps!r}, {self.burn_in!r}")
+        if int(self.n_iter) < 1 or not 0 <= int(self.burn_in) < int(self.n_iter):
+            raise ValueError("kernel_n_iter must be >= 1 and 0 <= kernel_burn_in < kernel_n_iter, got "
+                             f"{self.n_iter!r}, {self.burn_in!r}")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> KernelLangevinConfig:
-        """Pop the legacy ``kernel_*`` keyword names (``kernel_steps``, ...) out of ``kwargs`` into a config."""
-        names = {f"kernel_{n}": n for n in ("steps", "burn_in", "step_scale", "noise", "rounds", "control_variates")}
+        """Pop the legacy ``kernel_*`` keyword names (``kernel_n_iter``, ...) out of ``kwargs`` into a config."""
+        names = {f"kernel_{n}": n for n in ("n_iter", "burn_in", "step_scale", "noise", "rounds", "control_variates")}
         return cls(**{names[k]: kwargs.pop(k) for k in list(kwargs) if k in names})
 
 
@@ -235,11 +235,11 @@ class KernelLangevin(UncertaintyEstimator):
             last = rnd == n_rounds - 1
             anchor_minv = precond.inv_apply(xs + shift_total)
             acc = KernelChainMoments()
-            n_post = int(cfg.steps) - burn
+            n_post = int(cfg.n_iter) - burn
             n_keep = min(n_post, math.ceil(state.keep_samples / xs.shape[0])) if last else 0
             keep_at = {burn + round(i * (n_post - 1) / max(1, n_keep - 1)) for i in range(n_keep)}
             kept = []
-            for k in range(int(cfg.steps)):
+            for k in range(int(cfg.n_iter)):
                 _, g, _ = target.evaluate(z, need_fn=False)
                 grad_u = 0.5 * g + (precond.inv_apply(z) - anchor_minv) / (2 * T)
                 p_grad_u = scale * precond.apply(grad_u)
@@ -266,7 +266,7 @@ class KernelLangevin(UncertaintyEstimator):
                            + "; calibrated against exact Gaussian posteriors and long reference chains when measured "
                              "(see calibration_status)",
             "control_variates": coef is not None,
-            "kernel_steps": int(cfg.steps), "kernel_burn_in": int(cfg.burn_in),
+            "kernel_n_iter": int(cfg.n_iter), "kernel_burn_in": int(cfg.burn_in),
             "kernel_step": eta, "kernel_noise": cfg.noise, "kernel_rounds": int(cfg.rounds),
             "anchor_shift_rms": float(shift_total.pow(2).mean().sqrt()),
         }
@@ -304,7 +304,7 @@ class KernelChainMoments:
 
     def moments(self, p_over_beta: torch.Tensor | None):
         if self.n == 0:
-            raise ValueError("kernel_steps must exceed kernel_burn_in")
+            raise ValueError("kernel_n_iter must exceed kernel_burn_in")
         mz, mg, mzz, mgg, mzg = (s / self.n for s in self.sums)
         var_z = mzz - mz * mz
         if p_over_beta is None:

@@ -98,10 +98,10 @@ class PBRWPConfig:
         Shift of ``M^{-1} = A^T A/sigma_n^2 + c I`` (``"normal"``) or of ``"posterior"``.
     logz : {"auto", "exact", "envelope", "surrogate", "none"}
         ``"exact"``: the potential's ``moreau_envelope`` or the FFT closed form (quadratic posterior, Fourier
-        ``M``); ``"envelope"``: ``e_T`` bounded above by ``envelope_iters`` preconditioned gradient steps on
+        ``M``); ``"envelope"``: ``e_T`` bounded above by ``envelope_n_iter`` preconditioned gradient steps on
         ``z -> V(z) + ||z - y||^2_{M^-1}/(2T)`` from ``y``; ``"surrogate"``: ``V(y) - (T/2) grad V^T M grad V``;
         ``"none"``: ``Z`` constant. ``"auto"``: exact when available, else envelope.
-    envelope_iters : int
+    envelope_n_iter : int
     prior_gradient, lam
         Drift of non-smooth priors (see :class:`~invprob.solvers.samplers.base.Target`): ``"smooth"`` (default:
         the prior's ``eps``-smoothed gradient, as :meth:`Posterior.grad`) or ``"moreau"``
@@ -117,7 +117,7 @@ class PBRWPConfig:
     preconditioner: Any = "auto"
     c: float = 1.0
     logz: Literal["auto", "exact", "envelope", "surrogate", "none"] = "auto"
-    envelope_iters: int = 1
+    envelope_n_iter: int = 1
     prior_gradient: Literal["auto", "smooth", "moreau"] = "auto"
     lam: float | None = None
     lipschitz: float | None = None
@@ -136,8 +136,8 @@ class PBRWPConfig:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
         if self.prior_gradient not in PRIOR_GRADIENTS:
             raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
-        if int(self.envelope_iters) < 1:
-            raise ValueError(f"envelope_iters must be a positive integer, got {self.envelope_iters!r}")
+        if int(self.envelope_n_iter) < 1:
+            raise ValueError(f"envelope_n_iter must be a positive integer, got {self.envelope_n_iter!r}")
 
 
 @dataclass
@@ -163,14 +163,14 @@ class PBRWP(Sampler):
     ----------
     preconditioner : "auto" | "normal" | "posterior" | "identity" | callable | matrix
         ``M``; ``"normal"`` = ``(A^T A/sigma_n^2 + c I)^{-1}``; see :class:`PBRWPConfig`.
-    T, step, step_scale, c, logz, envelope_iters, prior_gradient, lam, lipschitz
+    T, step, step_scale, c, logz, envelope_n_iter, prior_gradient, lam, lipschitz
         See :class:`PBRWPConfig`.
     uncertainty : "auto" | "particles" | "kernel-exact" | "kernel-langevin" | UncertaintyEstimator
         Which estimator produces ``mean``/``std`` (module docstring); ``"auto"`` = kernel-exact where it exists,
         kernel-langevin for other posteriors, particles for plain potentials without closed forms (decided once,
         when the run is prepared).
     kernel : KernelLangevinConfig, optional
-        The kernel chains of ``"kernel-langevin"``; the keywords ``kernel_steps``, ``kernel_burn_in``,
+        The kernel chains of ``"kernel-langevin"``; the keywords ``kernel_n_iter``, ``kernel_burn_in``,
         ``kernel_step_scale``, ``kernel_noise``, ``kernel_rounds`` and ``kernel_control_variates`` are accepted
         too and fill it.
 
@@ -329,7 +329,7 @@ class PBRWP(Sampler):
         with ``spectral`` the data value at the one-step point by Parseval instead of another operator call."""
         precond, T = state.precond, state.T
         tau = T / (1.0 + T * state.lipschitz)
-        n_it = int(self.config.envelope_iters)
+        n_it = int(self.config.envelope_n_iter)
         z = torch.add(x, Mg, alpha=-tau)  # first step from z = y: ||z - y||^2_M^-1 = tau^2 g^T M g, no operator call
         if n_it == 1:
             quad = tau**2 * gMg / (2 * T)
