@@ -95,6 +95,14 @@ def test_calibration_status_claims_only_measured_configurations():
     assert calibration_status("no-such-problem", method="pbrwp") == "unmeasured"
 
 
+def test_tv_calibration_status_names_the_regime_where_it_fails():
+    """The TV std maps were measured 35-40 % low with strong blur and low noise: a "measured" status must say so."""
+    for method, prior, boundary in [("pbrwp", "tv", "free"), ("mla", "tv", "free"), ("pbrwp", "tv", "circular")]:
+        status = _status(method, prior, boundary)
+        assert "NOT calibrated for strong blur with low noise" in status, status
+        assert "blur std 1.5" in status and "blur std 3" in status, status
+
+
 def test_calibration_data_ships_as_package_data():
     import json
     import tomllib

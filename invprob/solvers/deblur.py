@@ -327,7 +327,7 @@ def map_stage(posterior, config: DeblurConfig, *, x0: torch.Tensor | None = None
     """
     from invprob.solvers.map import map_estimate
 
-    free = getattr(posterior.operator, "boundary", None) == "free"
+    free = config.boundary == "free"
     last: dict[str, Any] = {}
 
     def keep(it, x, obj):
@@ -562,9 +562,12 @@ def deblur(
         sst = sampling_stage(posterior, config, map_t, device=checked.device, progress=progress)
         mean_t, std_t, interrupted = sst.mean, sst.std, sst.interrupted
         info["sampler"], info["uncertainty"] = sst.sampler, sst.uncertainty
-        if interrupted is None and not sst.uncertainty["calibration_status"].startswith("measured"):
+        status = sst.uncertainty.get("calibration_status", "")
+        if interrupted is None and not status.startswith("measured"):
             log(f"warning: the std map of --method {config.method} with --prior {config.prior} has not been "
                 "calibrated against a reference posterior; treat it as indicative")
+        elif interrupted is None:
+            log(f"std calibration ({config.method}, {config.prior}, {config.boundary} boundary): {status}")
         timings["sampler_s"] = time.perf_counter() - t
     elif config.method == "map":
         info["uncertainty"] = None
