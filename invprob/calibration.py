@@ -1,9 +1,11 @@
-"""Where the calibration of an uncertainty output was measured, read from package data shipped in the wheel.
+"""Where the calibration of an EIT uncertainty output was measured, read from package data shipped in the wheel.
+
+Deblurring std maps no longer come from such a table: their ``calibration_status`` is the verdict of the run's
+own convergence diagnostics (:mod:`invprob.solvers.samplers.diagnostics`).
 
 Each problem has a file ``invprob/data/calibration/<problem>.json``::
 
-    {"problem": "deblur", "entries": [{"key": {"method": "pbrwp", "prior": "tv", "boundary": "free"},
-                                       "where": "..."}]}
+    {"problem": "eit", "entries": [{"key": {"prior": "gaussian", "std": "laplace"}, "where": "..."}]}
 
 :func:`calibration_status` returns ``"measured: <where>"`` for a configuration listed there and ``"unmeasured"``
 otherwise, so a result only claims a calibration that a benchmark measured.
@@ -38,7 +40,7 @@ def calibration_entries(problem: str) -> list[dict]:
 
     Examples
     --------
-    >>> any(e["key"]["method"] == "pbrwp" for e in calibration_entries("deblur"))
+    >>> any(e["key"]["prior"] == "gaussian" for e in calibration_entries("eit"))
     True
     """
     if not isinstance(problem, str) or not problem:
@@ -52,9 +54,9 @@ def calibration_status(problem: str, **key) -> str:
 
     Examples
     --------
-    >>> calibration_status("deblur", method="pbrwp", prior="tv", boundary="free").startswith("measured")
+    >>> calibration_status("eit", prior="gaussian", std="laplace").startswith("measured")
     True
-    >>> calibration_status("deblur", method="ula", prior="l1", boundary="zero")
+    >>> calibration_status("eit", prior="tv", std="sampler")
     'unmeasured'
     """
     if not isinstance(problem, str) or not problem:

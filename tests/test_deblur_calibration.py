@@ -3,11 +3,11 @@
 The CLI's default model is the free-boundary blur (``invprob.operators.Blur(..., boundary="free")``), whose
 ``A^T A`` is not circulant; its PBRWP preconditioner is the posterior-like Fourier stand-in
 ``(K^T K / sigma^2 + kappa D^T D + c)^{-1}`` of the unmasked blur. Cameraman frame 48x48, Gaussian PSF 1.5,
-noise 0.01, TV weight 7.5 with the CLI's sampling eps. Measured when written (reference: 16 MLA chains x
-3000): the default output (12 particles x 100 iterations, kernel chains with control variates) std ratio 1.02,
-smoothed correlation 0.96, band ratios of the raw kernel-chain states 0.89/0.87/0.94; with the normal-equation
-preconditioner used before, std ratio 1.22 and bands 0.59/0.14/1.55 (the prior-dominated mid band nearly
-empty).
+noise 0.01, TV weight 7.5 with the CLI's sampling eps. Reference: 16 MLA chains x 3000. The default output is
+now PBRWP's self-checking posterior chains (``"posterior-langevin"``), held to the calibration suite's figures.
+The kernel mixture that was the default before (kernel chains with control variates) measured std ratio 1.02 here,
+but with the normal-equation preconditioner std ratio 1.22 and bands 0.59/0.14/1.55 (the prior-dominated mid band
+nearly empty): its std depends on the Gaussian surrogate in ``M``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from invprob import Posterior
-from invprob.calibration import calibration_status
 from invprob.operators import Blur, gaussian_kernel
 from invprob.results import PosteriorResult
 from invprob.solvers.deblur import SAMPLER_DEFAULTS, TV_SAMPLING_EPS, make_prior
@@ -62,74 +61,61 @@ def test_cli_default_pbrwp_std_is_calibrated_on_the_free_boundary(free_tv_proble
     n, k = SAMPLER_DEFAULTS["pbrwp"]
     res = PBRWP(preconditioner=m_post).run(post, n_particles=n, n_iter=k, rng=0, init=x_map, progress=False,
                                            keep_samples=400)
-    assert res.info["uncertainty"]["estimator"] == "kernel-langevin"
+    unc = res.info["uncertainty"]
+    assert unc["estimator"] == "posterior-langevin"
+    assert unc["calibration_status"].startswith("converged"), unc["calibration_status"]
     rep = _report(op, res, ref)
-    assert 0.8 <= rep["std_ratio_median"] <= 1.25, rep
-    assert all(0.7 <= b <= 1.4 for b in rep["band_ratios"]), rep
-    assert rep["corr_smoothed"] >= 0.8, rep
+    assert 0.85 <= rep["std_ratio_median"] <= 1.15, rep
+    assert all(0.7 <= b <= 1.4 for b in rep["band_ratios"]), rep["band_ratios"]
+    assert rep["corr_smoothed"] >= 0.85, rep
 
 
 @pytest.mark.slow
-def test_normal_equation_preconditioner_empties_the_prior_band(free_tv_problem):
-    """Why the CLI builds the prior's curvature into M: without it the kernel mixture misses the mid band."""
+def test_kernel_mixture_depends_on_the_surrogate_in_m(free_tv_problem):
+    """Why the kernel mixture is no longer the default: its std depends on the Gaussian surrogate in M^-1 (here the
+    normal-equation M leaves the prior-dominated mid band nearly empty), and it says it is unchecked."""
     op, post, x_map, _, ref = free_tv_problem
     n, k = SAMPLER_DEFAULTS["pbrwp"]
-    res = PBRWP(preconditioner=posterior_preconditioner(post)).run(post, n_particles=n, n_iter=k, rng=0, init=x_map,
-                                                            progress=False, keep_samples=400)
+    res = PBRWP(preconditioner=posterior_preconditioner(post), uncertainty="kernel-langevin").run(
+        post, n_particles=n, n_iter=k, rng=0, init=x_map, progress=False, keep_samples=400)
     bands = _report(op, res, ref)["band_ratios"]
     assert bands[1] < 0.4 and bands[2] > 1.3, bands
+    assert res.info["uncertainty"]["calibration_status"].startswith("unchecked")
 
 
-def _status(method, prior, boundary):
-    return calibration_status("deblur", method=method, prior=prior, boundary=boundary)
-
-
-def test_calibration_status_claims_only_measured_configurations():
-    for method, prior, boundary in [("pbrwp", "tv", "free"), ("mla", "tv", "free"), ("pbrwp", "tv", "circular"),
-                                    ("pbrwp", "gaussian", "circular")]:
-        assert _status(method, prior, boundary).startswith("measured: "), (method, prior, boundary)
-        assert "benchmarks/" not in _status(method, prior, boundary)  # no path into a folder that is not installed
-    for method, prior, boundary in [("pbrwp", "gaussian", "free"), ("pbrwp", "l1", "free"), ("myula", "tv", "free"),
-                                    ("pbrwp", "tv", "reflect"), ("mla", "tv", "circular")]:
-        assert _status(method, prior, boundary) == "unmeasured", (method, prior, boundary)
-    assert calibration_status("no-such-problem", method="pbrwp") == "unmeasured"
-
-
-def test_tv_calibration_status_names_the_regime_where_it_fails():
-    """The TV std maps were measured 35-40 % low with strong blur and low noise: a "measured" status must say so."""
-    for method, prior, boundary in [("pbrwp", "tv", "free"), ("mla", "tv", "free"), ("pbrwp", "tv", "circular")]:
-        status = _status(method, prior, boundary)
-        assert "NOT calibrated for strong blur with low noise" in status, status
-        assert "blur std 1.5" in status and "blur std 3" in status, status
-
-
-def test_calibration_data_ships_as_package_data():
+def test_eit_calibration_data_ships_as_package_data():
     import json
     import tomllib
     from importlib import resources
     from pathlib import Path
 
-    from invprob.calibration import calibration_entries
+    from invprob.calibration import calibration_entries, calibration_status
 
-    raw = json.loads(resources.files("invprob.data.calibration").joinpath("deblur.json").read_text("utf-8"))
-    assert raw["problem"] == "deblur" and len(raw["entries"]) == 4
-    assert calibration_entries("deblur") == [{"key": dict(sorted(e["key"].items())), "where": e["where"]}
-                                             for e in raw["entries"]]
+    raw = json.loads(resources.files("invprob.data.calibration").joinpath("eit.json").read_text("utf-8"))
+    assert raw["problem"] == "eit"
+    assert calibration_entries("eit") == [{"key": dict(sorted(e["key"].items())), "where": e["where"]}
+                                          for e in raw["entries"]]
+    assert calibration_status("deblur", method="pbrwp", prior="tv", boundary="free") == "unmeasured"  # no table
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert "*.json" in pyproject["tool"]["setuptools"]["package-data"]["invprob.data.calibration"]
 
 
-@pytest.mark.parametrize(("prior", "measured"), [("tv", True), ("l1", False)])
-def test_deblur_reports_and_warns_about_calibration(prior, measured):
+@pytest.mark.parametrize(("n_iter", "converged"), [(8, False), (None, True)])
+def test_deblur_status_follows_the_run_diagnostics(n_iter, converged):
+    """A fixed short budget is flagged (and warned about); the default adaptive budget converges and says so."""
     import numpy as np
 
     from invprob.solvers.deblur import DeblurConfig, deblur
 
-    y = np.random.default_rng(0).random((1, 32, 32))
+    clean = np.zeros((1, 24, 24))
+    clean[:, 6:18, 8:16] = 0.8
+    y = clean + 0.05 * np.random.default_rng(0).standard_normal(clean.shape)
     notes = []
-    res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, prior=prior, weight=5.0, method="pbrwp",
-                                 n_particles=4, n_iter=10, map_max_iter=20), log=notes.append)
-    status = res.info["uncertainty"]["calibration_status"]
-    assert status.startswith("measured") is measured, status
-    warned = [n for n in notes if "has not been calibrated" in n]
-    assert bool(warned) is not measured, notes
+    res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, weight=5.0, n_iter=n_iter, map_max_iter=50),
+                 log=notes.append)
+    unc = res.info["uncertainty"]
+    status = unc["calibration_status"]
+    assert unc["converged"] is converged and status.startswith("converged" if converged else "not converged")
+    assert unc["diagnostics"]["converged"] is converged
+    warned = [n for n in notes if n.startswith("warning: std map not converged")]
+    assert bool(warned) is not converged, notes

@@ -185,9 +185,12 @@ def test_l1_and_non_circular_posteriors_run():
     x[4:8, 4:12] = 1.0
     op = Blur(gaussian_kernel(1.0), (16, 16))
     y = op.A(x[None, None]) + 0.02 * torch.randn(1, 1, 16, 16, generator=g, dtype=torch.float64)
-    res = PBRWP(kernel_n_iter=20, kernel_burn_in=5).run(Posterior(op, y, 0.02, L1(1.0, eps=0.05)), n_particles=6,
-                                                       n_iter=10, rng=0, progress=False)
+    res = PBRWP(kernel_n_iter=20, kernel_burn_in=5, uncertainty="kernel-langevin").run(
+        Posterior(op, y, 0.02, L1(1.0, eps=0.05)), n_particles=6, n_iter=10, rng=0, progress=False)
     assert res.info["uncertainty"]["estimator"] == "kernel-langevin"
+    assert res.info["uncertainty"]["calibration_status"].startswith("unchecked")
+    res = PBRWP().run(Posterior(op, y, 0.02, L1(1.0, eps=0.05)), n_particles=6, n_iter=10, rng=0, progress=False)
+    assert res.info["uncertainty"]["estimator"] == "posterior-langevin"
     assert res.info["preconditioner"]["kind"] == "normal"
     assert torch.isfinite(res.std).all() and (res.std > 0).all()
     # reflect boundary: M by CG, no M^(1/2): the default falls back to the particles and says so
@@ -236,10 +239,12 @@ def test_estimator_objects_and_typed_state():
 
 
 def test_runtime_strings_name_no_benchmark_path():
-    res = PBRWP(kernel_n_iter=6, kernel_burn_in=2).run(_tv_posterior(), n_particles=4, n_iter=4, rng=0,
-                                                       progress=False)
-    text = json.dumps(res.info["uncertainty"]) + json.dumps(res.info["preconditioner"])
-    assert "benchmarks/" not in text and res.info["uncertainty"]["estimator"] == "kernel-langevin"
+    for unc in ("kernel-langevin", "posterior-langevin"):
+        res = PBRWP(kernel_n_iter=6, kernel_burn_in=2, uncertainty=unc).run(_tv_posterior(), n_particles=4,
+                                                                            n_iter=4, rng=0, progress=False)
+        text = json.dumps(res.info["uncertainty"]) + json.dumps(res.info["preconditioner"])
+        assert res.info["uncertainty"]["estimator"] == unc
+        assert "benchmarks/" not in text
 
 
 def test_welford_count_and_std():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -110,7 +111,12 @@ def _add_deblur_options(p: argparse.ArgumentParser, method_default: str) -> None
                    help="map: MAP only; a sampler adds the posterior mean and pixelwise std")
     p.add_argument("--particles", type=int, default=None, metavar="N",
                    help="particles or chains (default: per sampler)")
-    p.add_argument("--iters", type=int, default=None, metavar="K", help="sampler iterations (default: per sampler)")
+    p.add_argument("--iters", type=int, default=None, metavar="K",
+                   help="sampler iterations, fixed exactly (pbrwp: also its posterior chains); default: pbrwp's "
+                        "chains run until their convergence diagnostics pass or --time-limit")
+    p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="stop pbrwp's self-checking chains after this long and say they did not converge "
+                        "(default 60; 0: no limit)")
     p.add_argument("--boundary", default="free", choices=BOUNDARIES,
                    help="free: nothing assumed outside the frame (reconstructs a margin, then crops); circular: "
                         "periodic scene (right for data made by 'invprob blur', wrong for real photos)")
@@ -272,9 +278,15 @@ def _report_titles(info: dict) -> tuple[str, dict]:
             titles[k] = f"{base}\n{m[k]['psnr_db']:.2f} dB, SSIM {m[k]['ssim']:.3f}"
     unc = info.get("uncertainty") or {}
     if unc.get("estimator"):
-        status = unc.get("calibration_status", "unmeasured")
-        titles["std"] = f"posterior std ({unc['estimator']})\n" + (
-            "calibration measured" if status.startswith("measured") else "UNCALIBRATED (not measured)")
+        status = unc.get("calibration_status", "unchecked")
+        verdict = status.split(":")[0]
+        diag = unc.get("diagnostics") or {}
+        if verdict == "converged" and diag:
+            verdict = f"converged, std MC error {100 * diag['std_mcse']:.1f} %"
+        elif verdict != "exact":
+            verdict = verdict.upper() + ": see summary.json"
+        titles["std"] = f"posterior std ({unc['estimator']})\n{verdict}"
+        titles["footnote"] = f"std map {status}"
     return sup, titles
 
 
@@ -288,8 +300,9 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
     std_scale = _write_arrays(tmp, result, data, meta, truth, formats, extra, files, png_maps)
     info = result.info
     sup, titles = _report_titles(info)
+    footnote = titles.pop("footnote", None)
     report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
-                  value_range=meta.png_range(), titles=titles, suptitle=sup)
+                  value_range=meta.png_range(), titles=titles, suptitle=sup, footnote=footnote)
     files["report.png"] = "figure: input, MAP, mean, std (colourbar), and truth/errors with --truth"
     files["summary.json"] = "this file"
     write_s = time.perf_counter() - t0
@@ -315,6 +328,7 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         "map_solver": info.get("map"),
         "sampler": info.get("sampler"),
         "uncertainty": info.get("uncertainty"),
+        "calibration_status": (info.get("uncertainty") or {}).get("calibration_status"),
         "png": png_maps,
         "std_png_scale": std_scale,
         "outputs": files,
@@ -370,9 +384,12 @@ def _config_from_args(args, psf: str, noise):
     _formats_arg(args.format)
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be a positive integer, got {args.threads}")
+    limit = args.time_limit
+    if not math.isfinite(limit) or limit < 0:
+        raise CLIError(f"--time-limit must be a non-negative number of seconds, got {limit}")
     return DeblurConfig(psf=psf, noise_std=noise, prior=args.prior, weight=weight, method=args.method,
                         n_particles=args.particles, n_iter=args.iters, seed=int(args.seed), device=args.device,
-                        boundary=args.boundary)
+                        boundary=args.boundary, time_limit=limit or None)
 
 
 # ------------------------------------------------------------------------------------------------------ commands

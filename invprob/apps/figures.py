@@ -37,6 +37,7 @@ def report_figure(
     value_range: tuple[float, float] = (0.0, 1.0),
     titles: dict[str, str] | None = None,
     suptitle: str | None = None,
+    footnote: str | None = None,
     dpi: int = 100,
 ) -> None:
     """Draw the report figure and write it atomically as a PNG.
@@ -45,7 +46,8 @@ def report_figure(
     std (own colour scale, with a colourbar; RMS over colour channels), and with ``truth`` a second row with the
     truth, the error of the MAP and of the mean (shared colour scale, colourbar) and the ratio |error| / std.
     Arrays are ``(C, H, W)`` in working units; ``value_range`` maps them to black and white. Missing panels
-    (``None``) are skipped.
+    (``None``) are skipped. ``footnote`` (e.g. the std map's convergence verdict) is printed, wrapped, under the
+    panels.
     """
     import matplotlib
 
@@ -99,6 +101,10 @@ def report_figure(
             fig.colorbar(im, ax=axes[1, j], fraction=0.046, pad=0.02)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    if footnote:
+        import textwrap
+
+        fig.supxlabel(textwrap.fill(footnote, width=int(40 * ncols)), fontsize=8)
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

@@ -125,6 +125,12 @@ class Blur(LinearOperator):
         return super().norm_squared(dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ frame <-> domain
+    @property
+    def frame_origin(self) -> tuple[int, int]:
+        """Row and column of the observed frame's first pixel on the domain grid (``(0, 0)`` unless the domain
+        is extended): what a prior with a tiling (Haar) anchors to, so that its blocks sit on the frame."""
+        return (self.ph, self.pw)
+
     def pad_data(self, y: torch.Tensor) -> torch.Tensor:
         """Frame data as the ``y`` that :class:`invprob.Posterior` takes: zeros in the band for ``"free"``,
         unchanged otherwise."""

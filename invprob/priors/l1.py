@@ -85,13 +85,19 @@ class L1(Prior):
     eps : float
         Huber smoothing used by :meth:`grad` only: ``|t|`` becomes the Moreau envelope of ``|t|`` with
         parameter ``eps``. :meth:`fn` and :meth:`prox` are exact.
+    origin : (int, int)
+        Where the Haar tiling is anchored: the blocks of ``2^levels`` pixels start at this row and column (the
+        image is rolled by ``-origin`` before the transform, a permutation, so ``W`` stays orthonormal). On an
+        extended grid (``Blur(..., boundary="free")``) pass the operator's ``frame_origin`` so that the prior on
+        the frame is the frame's own Haar prior, whatever margin the PSF adds.
 
     Notes
     -----
     Because ``W`` is orthonormal, ``prox_{gamma R}(x) = W^T soft(W x, gamma * weight)`` exactly.
     """
 
-    def __init__(self, weight: float, basis: str = "identity", *, levels: int = 3, eps: float = 1e-3):
+    def __init__(self, weight: float, basis: str = "identity", *, levels: int = 3, eps: float = 1e-3,
+                 origin: tuple[int, int] = (0, 0)):
         super().__init__(weight)
         if basis not in ("identity", "haar"):
             raise ValueError(f"basis must be 'identity' or 'haar', got {basis!r}")
@@ -100,12 +106,23 @@ class L1(Prior):
         self.basis = basis
         self.levels = int(levels)
         self.eps = check_positive("eps", eps)
+        if (not isinstance(origin, tuple | list) or len(origin) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in origin)):
+            raise ValueError(f"origin must be two non-negative integers (row, column), got {origin!r}")
+        self.origin = (int(origin[0]), int(origin[1]))
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.basis == "identity" else haar_forward(x, self.levels)
+        if self.basis == "identity":
+            return x
+        if self.origin != (0, 0):
+            x = torch.roll(x, shifts=(-self.origin[0], -self.origin[1]), dims=(-2, -1))
+        return haar_forward(x, self.levels)
 
     def synthesis(self, c: torch.Tensor) -> torch.Tensor:
-        return c if self.basis == "identity" else haar_inverse(c, self.levels)
+        if self.basis == "identity":
+            return c
+        x = haar_inverse(c, self.levels)
+        return torch.roll(x, shifts=self.origin, dims=(-2, -1)) if self.origin != (0, 0) else x
 
     def _mask(self, c: torch.Tensor) -> torch.Tensor | None:
         """1 where coefficients are penalised (all but the coarsest approximation band for Haar)."""
@@ -161,4 +178,5 @@ class L1(Prior):
         return self.synthesis(soft_threshold(c, thr))
 
     def __repr__(self) -> str:
-        return f"L1(weight={self.weight}, basis={self.basis!r})"
+        extra = f", origin={self.origin}" if self.origin != (0, 0) else ""
+        return f"L1(weight={self.weight}, basis={self.basis!r}{extra})"

@@ -14,23 +14,29 @@ Which estimator ``PBRWP()`` reports by default (``uncertainty="auto"``):
 - Gaussian prior + circular blur: ``"kernel-exact"`` (moments of the kernel mixture WProx(rho_N), exact by
   FFT), with the ``"posterior"`` preconditioner: median std ratio 1.00, band variance ratios 0.99-1.00 at
   64^2 (tests/test_samplers_deblur.py); the raw particles give 0.01-0.06.
-- TV + circular blur: ``"kernel-langevin"`` (kernels sampled by short preconditioned Langevin chains), with
-  ``"posterior"`` preconditioner ``kappa D^T D`` (the TV prior's ``curvature_symbol``): measured against
-  reference chains in the repository's benchmarks and tests/test_samplers_tv.py.
-- other posteriors: ``"kernel-langevin"`` with ``"normal"`` (uncalibrated: not measured), or ``"particles"``
-  when ``M^(1/2)`` is unavailable (non-circular blurs), said in ``info["uncertainty"]["fallback"]``.
+- every other posterior (TV, L1, a Gaussian prior on a non-circular blur): ``"posterior-langevin"``
+  (:class:`PosteriorLangevin`): preconditioned Langevin chains on the posterior itself, started overdispersed
+  around the particles, with zero-variance control variates, run until their convergence diagnostics
+  (:mod:`invprob.solvers.samplers.diagnostics`: split-R-hat, ESS, std Monte-Carlo error, half-to-half drift)
+  pass; ``info["uncertainty"]["calibration_status"]`` is their verdict. ``"particles"`` when ``M^(1/2)`` is
+  unavailable, said in ``info["uncertainty"]["fallback"]``. The PBRWP kernel mixture by Langevin chains
+  (``"kernel-langevin"``) stays available; it is not the posterior for non-quadratic ``V``.
 - plain potentials: ``"kernel-exact"`` when they provide ``kernel_moments`` (GaussianPotential), else
   ``"particles"``.
 
+The Langevin baselines report :class:`ChainMoments` (their chains' pooled moments with the same diagnostics).
+
 The estimators are strategy objects (:mod:`invprob.solvers.samplers.estimators`: :class:`ParticleMoments`,
-:class:`KernelExact`, :class:`KernelLangevin` with :class:`KernelLangevinConfig`); ``PBRWP(uncertainty=...)``
+:class:`KernelExact`, :class:`KernelLangevin` with :class:`KernelLangevinConfig`; :class:`PosteriorLangevin`,
+:class:`ChainMoments`); ``PBRWP(uncertainty=...)``
 takes a name or an estimator. Every sampler's ``_prepare`` returns a typed state (:class:`PBRWPState`,
 :class:`LangevinState`). Non-smooth priors are sampled through :class:`PriorSmoothed` (their own smoothing) or
 :class:`MoreauSmoothed` (``prior_gradient="moreau"``).
 """
 
-from invprob.solvers.samplers import estimators, uncertainty
+from invprob.solvers.samplers import diagnostics, estimators, uncertainty
 from invprob.solvers.samplers.base import Sampler, SamplerState, Target, Welford
+from invprob.solvers.samplers.diagnostics import ChainBlocks, ConvergenceDiagnostics, DiagnosticsTargets
 from invprob.solvers.samplers.estimators import (
     EstimatorOutput,
     KernelExact,
@@ -41,6 +47,7 @@ from invprob.solvers.samplers.estimators import (
 )
 from invprob.solvers.samplers.langevin import MLA, MYULA, ULA, LangevinConfig, LangevinState
 from invprob.solvers.samplers.pbrwp import BRWP, PBRWP, PBRWPConfig, PBRWPState
+from invprob.solvers.samplers.posterior_chains import ChainMoments, PosteriorLangevin, PosteriorLangevinConfig
 from invprob.solvers.samplers.potentials import GaussianPotential, MoreauSmoothed, PriorSmoothed, SmoothedPosterior
 from invprob.solvers.samplers.preconditioners import (
     CallablePreconditioner,
@@ -60,6 +67,10 @@ __all__ = [
     "PBRWP",
     "ULA",
     "CallablePreconditioner",
+    "ChainBlocks",
+    "ChainMoments",
+    "ConvergenceDiagnostics",
+    "DiagnosticsTargets",
     "EstimatorOutput",
     "FourierPreconditioner",
     "GaussianPotential",
@@ -74,6 +85,8 @@ __all__ = [
     "NormalPreconditioner",
     "PBRWPConfig",
     "PBRWPState",
+    "PosteriorLangevin",
+    "PosteriorLangevinConfig",
     "ParticleMoments",
     "Preconditioner",
     "PriorSmoothed",
@@ -83,6 +96,7 @@ __all__ = [
     "Target",
     "UncertaintyEstimator",
     "Welford",
+    "diagnostics",
     "estimators",
     "make_preconditioner",
     "posterior_preconditioner",

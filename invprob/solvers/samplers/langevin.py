@@ -5,7 +5,8 @@
 - MLA:   ``x <- x - eta M grad V(x) + sqrt(2 eta / beta) M^{1/2} xi`` (``M^{1/2}`` by FFT for a circular blur)
 
 Each particle is an independent chain; the chains are the batch dimension. The estimates pool all chains after
-burn-in (``info["uncertainty"]["estimator"] == "particles"``).
+burn-in (``info["uncertainty"]["estimator"] == "chains"``), checked by the convergence diagnostics of
+:mod:`invprob.solvers.samplers.diagnostics` (``info["uncertainty"]["diagnostics"]`` and ``calibration_status``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState, randn_like
-from invprob.solvers.samplers.estimators import ParticleMoments
+from invprob.solvers.samplers.posterior_chains import ChainMoments
 from invprob.solvers.samplers.preconditioners import IdentityPreconditioner, make_preconditioner
 
 __all__ = ["MLA", "MYULA", "ULA", "LangevinConfig", "LangevinState"]
@@ -91,7 +92,7 @@ class _Langevin(Sampler):
         if not isinstance(precond, IdentityPreconditioner):
             precond.sqrt_apply(torch.zeros_like(x[:1]))  # fail early when M^(1/2) is unavailable
         step = cfg.step if cfg.step is not None else cfg.step_scale / target.lipschitz(precond)
-        return LangevinState(precond=precond, step=float(step), estimator=ParticleMoments(),
+        return LangevinState(precond=precond, step=float(step), estimator=ChainMoments(),
                              noise=math.sqrt(2 * step / target.beta))
 
     def _step(self, target, x, state, gen, log):

@@ -65,14 +65,17 @@ from invprob.solvers.samplers.estimators import (
     ParticleMoments,
     UncertaintyEstimator,
 )
+from invprob.solvers.samplers.posterior_chains import PosteriorLangevin, PosteriorLangevinConfig
 from invprob.solvers.samplers.preconditioners import FourierPreconditioner, make_preconditioner
 
 __all__ = ["BRWP", "PBRWP", "PBRWPConfig", "PBRWPState"]
 
 LOGZ = ("auto", "exact", "envelope", "surrogate", "none")
-UNCERTAINTY = ("auto", "particles", "kernel-exact", "kernel-langevin")
+UNCERTAINTY = ("auto", "particles", "kernel-exact", "kernel-langevin", "posterior-langevin")
 PARTICLES_CALIBRATION = ("raw spread of the PBRWP particles over the post-burn-in iterations; at image scale it "
                          "collapses to a few per cent of the posterior std (algorithms.md)")
+PARTICLES_STATUS = ("unchecked: the raw spread of interacting PBRWP particles (no convergence diagnostics apply; at "
+                    "image scale it is a few per cent of the posterior std)")
 
 
 @dataclass(frozen=True)
@@ -165,10 +168,12 @@ class PBRWP(Sampler):
         ``M``; ``"normal"`` = ``(A^T A/sigma_n^2 + c I)^{-1}``; see :class:`PBRWPConfig`.
     T, step, step_scale, c, logz, envelope_n_iter, prior_gradient, lam, lipschitz
         See :class:`PBRWPConfig`.
-    uncertainty : "auto" | "particles" | "kernel-exact" | "kernel-langevin" | UncertaintyEstimator
+    uncertainty : "auto" | "particles" | "kernel-exact" | "kernel-langevin" | "posterior-langevin" | estimator
         Which estimator produces ``mean``/``std`` (module docstring); ``"auto"`` = kernel-exact where it exists,
-        kernel-langevin for other posteriors, particles for plain potentials without closed forms (decided once,
-        when the run is prepared).
+        posterior-langevin (self-checking chains on the posterior itself, started from the particles) for other
+        posteriors, particles for plain potentials without closed forms (decided once, when the run is prepared).
+    chains : PosteriorLangevinConfig, optional
+        The chains of ``"posterior-langevin"`` (budget, diagnostics targets, time limit).
     kernel : KernelLangevinConfig, optional
         The kernel chains of ``"kernel-langevin"``; the keywords ``kernel_n_iter``, ``kernel_burn_in``,
         ``kernel_step_scale``, ``kernel_noise``, ``kernel_rounds`` and ``kernel_control_variates`` are accepted
@@ -190,7 +195,7 @@ class PBRWP(Sampler):
 
     def __init__(self, preconditioner: Any = "auto", *, T: float = 1.0, step: float | None = None,
                  uncertainty: str | UncertaintyEstimator = "auto", kernel: KernelLangevinConfig | None = None,
-                 **kwargs):
+                 chains: PosteriorLangevinConfig | None = None, progress_chains: bool = False, **kwargs):
         legacy = KernelLangevinConfig.from_kwargs(kwargs)
         if kernel is not None and legacy != KernelLangevinConfig():
             raise ValueError("kernel: give a KernelLangevinConfig or the kernel_* keywords, not both")
@@ -199,6 +204,8 @@ class PBRWP(Sampler):
         super().__init__(PBRWPConfig(preconditioner=preconditioner, T=T, step=step, **kwargs))
         self.uncertainty = uncertainty
         self.kernel = kernel or legacy
+        self.chains = chains or PosteriorLangevinConfig()
+        self.progress_chains = progress_chains
 
     def _target_options(self):
         cfg = self.config
@@ -207,7 +214,7 @@ class PBRWP(Sampler):
     def _config_dict(self) -> dict:
         unc = self.uncertainty if isinstance(self.uncertainty, str) else self.uncertainty.name
         return {**asdict(self.config), "uncertainty": unc,
-                **{f"kernel_{k}": v for k, v in asdict(self.kernel).items()}}
+                **{f"kernel_{k}": v for k, v in asdict(self.kernel).items()}, "chains": asdict(self.chains)}
 
     # ------------------------------------------------------------------------------------------------- setup
     def _prepare(self, target, x, gen) -> PBRWPState:
@@ -239,14 +246,15 @@ class PBRWP(Sampler):
         has_kernel_closed = closed is not None or target.potential.kernel_moments is not None
         explicit = unc != "auto"
         if unc == "auto":
-            unc = "kernel-exact" if has_kernel_closed else ("kernel-langevin" if target.is_posterior else "particles")
-        if unc == "kernel-langevin" and not has_kernel_closed and target.is_posterior:
+            fallback = "posterior-langevin" if target.is_posterior else "particles"
+            unc = "kernel-exact" if has_kernel_closed else fallback
+        if unc in ("kernel-langevin", "posterior-langevin") and not has_kernel_closed:
             reason = KernelLangevin.available(precond, x)
             if reason is not None:
                 if explicit:
-                    raise ValueError(f"uncertainty='kernel-langevin' needs M^(1/2): {reason}")
-                return ParticleMoments(PARTICLES_CALIBRATION,
-                                       fallback=f"kernel-langevin unavailable ({reason}); raw particle spread reported")
+                    raise ValueError(f"uncertainty={unc!r} needs M^(1/2): {reason}")
+                return ParticleMoments(PARTICLES_CALIBRATION, status=PARTICLES_STATUS,
+                                       fallback=f"{unc} unavailable ({reason}); raw particle spread reported")
         if unc == "kernel-exact":
             if not has_kernel_closed:
                 raise ValueError("uncertainty='kernel-exact' needs a quadratic potential (kernel_moments) or a "
@@ -254,7 +262,9 @@ class PBRWP(Sampler):
             return KernelExact()
         if unc == "kernel-langevin":
             return KernelLangevin(self.kernel)
-        return ParticleMoments(PARTICLES_CALIBRATION)
+        if unc == "posterior-langevin":
+            return PosteriorLangevin(self.chains, progress=self.progress_chains)
+        return ParticleMoments(PARTICLES_CALIBRATION, status=PARTICLES_STATUS)
 
     def _closed_form(self, target, precond, x):
         """FFT quantities of a quadratic posterior with a Fourier-diagonal ``M`` (else None)."""

@@ -75,17 +75,20 @@ def _gaussian_smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
-    x = img.double().reshape(1, 1, *img.shape[-2:])
+    x = img.double().reshape(-1, 1, *img.shape[-2:])  # every leading index (channel) smoothed on its own
     x = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
     x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
     x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
-    return x[0, 0]
+    return x[:, 0]
 
 
 def smoothed_correlation(std: torch.Tensor, std_ref: torch.Tensor, sigma: float = 2.0) -> float:
-    """Pearson correlation of two std maps after Gaussian smoothing of both with ``sigma`` pixels."""
-    a = _gaussian_smooth(std.reshape(std.shape[-2:]), sigma).flatten()
-    b = _gaussian_smooth(std_ref.reshape(std_ref.shape[-2:]), sigma).flatten()
+    """Pearson correlation of two std maps ``([C,] H, W)`` after Gaussian smoothing of both (each channel on its
+    own) with ``sigma`` pixels."""
+    if std.numel() != std_ref.numel():
+        raise ValueError(f"std maps of shapes {tuple(std.shape)} and {tuple(std_ref.shape)} cannot be compared")
+    a = _gaussian_smooth(std, sigma).flatten()
+    b = _gaussian_smooth(std_ref, sigma).flatten()
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
 

@@ -1,0 +1,302 @@
+"""Convergence diagnostics of a published mean and std map, from independent chain groups.
+
+The chains of a run are dealt into ``G`` groups (chain ``i`` -> group ``i % G``) and their states are summed per
+group in blocks of iterations (:class:`ChainBlocks`, float64 sums centred on a reference image). The first half
+of the blocks is burn-in; the kept half is cut into its two halves, so the kept states form ``S = 2G`` *splits*
+(group x half). From the per-split moments (with zero-variance control variates when the sampler supplies
+``g = P grad V`` and ``diag(P)/beta``):
+
+- **split-R-hat** per pixel (Gelman et al. 2013, ch. 11): ``sqrt(((n-1)/n W + B/n) / W)`` with ``W`` the mean
+  within-split variance and ``B/n`` the variance of the split means;
+- **effective sample size** per pixel, by batch means over the splits: ``ESS = S W / Var_s(m_s)``;
+- **Monte-Carlo standard error of the std map**: ``sd_g(std_g) / sqrt(G)`` over the ``G`` independent groups
+  (halves of one chain are not independent: measured, their spread understates the error about 1.5-fold),
+  relative to the pooled std, its median over pixels divided by the median of ``sqrt(chi^2_{G-1}/(G-1))`` so
+  that it estimates the median error rather than understating it with few groups;
+- **drift between the two halves**: the median over pixels of ``(std_second - std_first) / std`` (a chain that is
+  still spreading out from a collapsed start, or still contracting from an overdispersed one, shows here even
+  when every group is equally wrong, which R-hat cannot see).
+
+:class:`DiagnosticsTargets` holds the thresholds; :meth:`ConvergenceDiagnostics.status` turns the figures into
+the run's ``calibration_status`` ("converged: ..." only when every check passes, else "not converged: ..." in plain
+words). What these checks cannot see is said in :data:`BLIND_SPOT`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from invprob._checks import check_positive
+
+__all__ = ["BLIND_SPOT", "ChainBlocks", "ConvergenceDiagnostics", "DiagnosticsTargets", "split_moments"]
+
+#: What a convergence check of the chains cannot see (said in every status string).
+BLIND_SPOT = ("checks the Monte-Carlo convergence of the chains, not the bias of the sampled law (Langevin step, "
+              "smoothing of the prior)")
+
+_QUANTILE_CAP = 1 << 24  # torch.quantile refuses larger inputs
+
+
+@dataclass(frozen=True)
+class DiagnosticsTargets:
+    """Thresholds of the convergence checks.
+
+    std_mcse : float
+        Largest median relative Monte-Carlo standard error of the std map (default 5 %).
+    rhat : float
+        Largest 99th percentile of the per-pixel split-R-hat of the mean. With ``S = 8`` splits the 99th percentile
+        of ``R^2 - 1`` is about ``2.6 / ESS_split``, so 1.2 asks for an ESS of about 60 in the worst 1 % of pixels;
+        the median pixel is held by the std target.
+    drift : float
+        Largest ``|median (std_second_half - std_first_half) / std|``.
+    min_ess : float
+        Smallest 1st percentile of the per-pixel effective sample size of the mean.
+    """
+
+    std_mcse: float = 0.05
+    rhat: float = 1.2
+    drift: float = 0.03
+    min_ess: float = 10.0
+
+    def __post_init__(self):
+        check_positive("std_mcse", self.std_mcse)
+        if not self.rhat > 1:
+            raise ValueError(f"rhat target must exceed 1, got {self.rhat!r}")
+        check_positive("drift", self.drift)
+        check_positive("min_ess", self.min_ess)
+
+
+@dataclass(frozen=True)
+class ConvergenceDiagnostics:
+    """The figures of one check (all medians/quantiles over pixels) and what failed, in plain words."""
+
+    n_groups: int
+    n_splits: int
+    kept_iterations: int
+    burn_in_iterations: int
+    rhat_median: float
+    rhat_q99: float
+    ess_median: float
+    ess_q01: float
+    std_mcse: float
+    mean_mcse: float
+    drift: float
+    failed: tuple[str, ...]
+    targets: DiagnosticsTargets
+
+    @property
+    def converged(self) -> bool:
+        return not self.failed
+
+    def status(self) -> str:
+        """``"converged: ..."`` with the figures when every check passed, else ``"not converged: <what failed>"``."""
+        figures = (f"std Monte-Carlo error {100 * self.std_mcse:.1f} % (target {100 * self.targets.std_mcse:.0f} %), "
+                   f"split-R-hat q99 {self.rhat_q99:.3f}, ESS q01 {self.ess_q01:.0f}, half-to-half std drift "
+                   f"{100 * self.drift:+.1f} %, {self.n_groups} chain groups x {self.kept_iterations} kept "
+                   "iterations")
+        if self.converged:
+            return f"converged: {figures}; {BLIND_SPOT}"
+        return f"not converged: {'; '.join(self.failed)} ({figures}); do not trust the std map as calibrated"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["failed"] = list(self.failed)
+        d["converged"] = self.converged
+        return d
+
+
+class ChainBlocks:
+    """Per-group block sums of the chain states (and, with control variates, of ``g`` and ``z g``).
+
+    Parameters
+    ----------
+    n_chains, n_groups : int
+        Chains in the batch and groups they are dealt into (``min(n_groups, n_chains)`` are used).
+    block_len : int
+        Iterations per block; when ``max_blocks`` (even, >= 8) blocks are complete, neighbours are merged in pairs
+        and ``block_len`` doubles, so every block has the same length and memory stays bounded (``max_blocks`` x
+        groups x 5 event-sized float64 arrays).
+    center : torch.Tensor
+        ``(1, *event)``: the sums are of ``z - center`` (fewer cancellations in float64).
+    control_variates : bool
+        Also sum ``g``, ``g^2`` and ``z g`` (``update`` then needs ``g``).
+    discard_burn_in : bool
+        Treat the first half of the blocks as burn-in (True), or keep every block (the caller already discarded
+        its burn-in).
+    """
+
+    def __init__(self, n_chains: int, n_groups: int, block_len: int, center: torch.Tensor, *,
+                 control_variates: bool = False, max_blocks: int = 16, discard_burn_in: bool = True):
+        if n_chains < 1 or n_groups < 1 or block_len < 1 or max_blocks < 8 or max_blocks % 2:
+            raise ValueError("n_chains, n_groups, block_len must be >= 1 and max_blocks even and >= 8")
+        self.n_groups = min(n_groups, n_chains)
+        self.gid = torch.arange(n_chains, device=center.device) % self.n_groups
+        self.group_size = torch.bincount(self.gid, minlength=self.n_groups).double()
+        self.block_len, self.max_blocks = int(block_len), int(max_blocks)
+        self.center = center.detach().double()
+        self.n_sums = 5 if control_variates else 2
+        self.blocks: list[tuple[int, torch.Tensor]] = []  # (iterations, sums (n_sums, G, *event))
+        self._open: torch.Tensor | None = None
+        self._open_iters = 0
+        self.discard_burn_in = bool(discard_burn_in)
+
+    @property
+    def iterations(self) -> int:
+        """Iterations summed in complete blocks."""
+        return sum(n for n, _ in self.blocks)
+
+    def update(self, z: torch.Tensor, g: torch.Tensor | None = None) -> None:
+        """Add one iteration's states ``z`` (``(n_chains, *event)``) and, with control variates, ``g``."""
+        zc = z.detach().double() - self.center
+        terms = [zc, zc * zc]
+        if self.n_sums == 5:
+            if g is None:
+                raise ValueError("ChainBlocks with control variates needs g")
+            gd = g.detach().double()
+            terms += [gd, gd * gd, zc * gd]
+        if self._open is None:
+            self._open = torch.zeros((self.n_sums, self.n_groups, *zc.shape[1:]), dtype=torch.float64,
+                                     device=zc.device)
+        for k, v in enumerate(terms):
+            self._open[k].index_add_(0, self.gid, v)
+        self._open_iters += 1
+        if self._open_iters == self.block_len:
+            self.blocks.append((self._open_iters, self._open))
+            self._open, self._open_iters = None, 0
+            if len(self.blocks) == self.max_blocks:
+                self._merge()
+
+    def _merge(self) -> None:
+        self.blocks = [(n1 + n2, s1 + s2) for (n1, s1), (n2, s2) in zip(self.blocks[0::2], self.blocks[1::2],
+                                                                         strict=True)]
+        self.block_len *= 2
+
+    def ready(self) -> bool:
+        """Enough complete blocks for two kept halves (four, or two without burn-in)."""
+        return len(self.blocks) >= (4 if self.discard_burn_in else 2)
+
+    def split_sums(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The kept window's sums per split ``(n_sums, 2G, *event)``, states per split ``(2G,)``, kept and burn-in
+        iterations. The window is the last half of the blocks, cut into two halves of whole blocks."""
+        if not self.ready():
+            raise ValueError("not enough complete blocks for diagnostics")
+        k = len(self.blocks)
+        kept = self.blocks[k - k // 2:] if self.discard_burn_in else self.blocks
+        half = len(kept) // 2
+        parts = (kept[: len(kept) - half], kept[len(kept) - half:])
+        sums, counts = [], []
+        for part in parts:
+            sums.append(sum(s for _, s in part))
+            counts.append(sum(n for n, _ in part) * self.group_size)
+        n_kept = sum(n for n, _ in kept)
+        return torch.cat(sums, dim=1), torch.cat(counts), n_kept, self.iterations - n_kept
+
+
+def split_moments(sums: torch.Tensor, counts: torch.Tensor, p_over_beta: torch.Tensor | None):
+    """Per-split mean (relative to the blocks' centre) and variance, and the control-variate coefficient.
+
+    Plain moments from ``(z, z^2)`` sums; with control variates (5 sums and ``p_over_beta = diag(P)/beta``, an
+    event-shaped tensor or a scalar): ``m = mean(z) - a mean(g)``, ``v = var(z) - a (cov(z, g) - diag(P)/beta)``
+    with ``a = cov(z, g) / var(g)`` pooled over the splits, clamped to [0, 2] (identities ``E[g] = 0`` and
+    ``E[(z - m) g] = diag(P)/beta`` of the exact target).
+    """
+    n = counts.reshape(-1, *([1] * (sums.ndim - 2)))
+    mz, mzz = sums[0] / n, sums[1] / n
+    var_z = mzz - mz * mz
+    if p_over_beta is None or sums.shape[0] < 5:
+        return mz, var_z, None
+    mg, mzg = sums[2] / n, sums[4] / n
+    tot = counts.sum()
+    pm_g, pm_z = sums[2].sum(0) / tot, sums[0].sum(0) / tot
+    pooled_var_g = sums[3].sum(0) / tot - pm_g * pm_g
+    pooled_cov = sums[4].sum(0) / tot - pm_z * pm_g
+    a = (pooled_cov / pooled_var_g.clamp_min(1e-300)).clamp(0.0, 2.0)
+    m = mz - a * mg
+    v = var_z - a * ((mzg - mz * mg) - p_over_beta)
+    return m, v, a
+
+
+def pooled(m: torch.Tensor, v: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixture mean and variance of the splits (weighted by their states)."""
+    w = (counts / counts.sum()).reshape(-1, *([1] * (m.ndim - 1)))
+    mean = (w * m).sum(0)
+    var = (w * v).sum(0) + (w * (m - mean) ** 2).sum(0)
+    return mean, var
+
+
+def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torch.Tensor | None = None):
+    """``(mean, var, coef, ConvergenceDiagnostics)`` of a :class:`ChainBlocks` kept window."""
+    sums, counts, n_kept, n_burn = blocks.split_sums()
+    m, v, a = split_moments(sums, counts, p_over_beta)
+    mean, var = pooled(m, v, counts)
+    n_splits = m.shape[0]
+    W = v.mean(0).clamp_min(1e-300)
+    between = m.var(0, unbiased=True)  # = B / n
+    n_states = float(counts.mean())
+    rhat = (((n_states - 1) / n_states) * W + between).div(W).clamp_min(0).sqrt()
+    ess = n_splits * W / between.clamp_min(1e-300)
+    std = var.clamp_min(0).sqrt()
+    scale = std.clamp_min(1e-300)
+    std_mcse = _group_std_mcse(m, v, counts) / scale
+    mean_mcse = (between / n_splits).sqrt() / scale
+    h1, h2 = _half_std(m, v, counts)
+    drift = (h2 - h1) / scale
+    q = _quantiles
+    n_groups = n_splits // 2
+    figures = {"rhat_median": q(rhat, 0.5), "rhat_q99": q(rhat, 0.99), "ess_median": q(ess, 0.5),
+               "ess_q01": q(ess, 0.01), "std_mcse": q(std_mcse, 0.5) / _chi_median(n_groups - 1),
+               "mean_mcse": q(mean_mcse, 0.5),
+               "drift": q(drift, 0.5)}
+    diag = ConvergenceDiagnostics(n_groups=n_splits // 2, n_splits=n_splits, kept_iterations=n_kept,
+                                  burn_in_iterations=n_burn, failed=_failures(figures, targets), targets=targets,
+                                  **figures)
+    return mean + blocks.center[0], var, a, diag
+
+
+def _group_std_mcse(m, v, counts):
+    """Per pixel ``sd_g(std_g) / sqrt(G)`` over the groups (each group's two halves pooled)."""
+    g = m.shape[0] // 2
+    stds = []
+    for k in range(g):
+        idx = [k, k + g]
+        stds.append(pooled(m[idx], v[idx], counts[idx])[1].clamp_min(0).sqrt())
+    return torch.stack(stds).std(0, unbiased=True) / math.sqrt(g)
+
+
+def _chi_median(dof: int) -> float:
+    """Median of ``sqrt(chi^2_dof / dof)`` (Wilson-Hilferty), the median of a sample sd over the true sd."""
+    if dof < 1:
+        return 1.0
+    c = 1 - 2 / (9 * dof)
+    return math.sqrt(max(c, 1e-3) ** 3)
+
+
+def _half_std(m, v, counts):
+    """Pooled std of the first and of the second half of the kept window (splits ``[:G]`` and ``[G:]``)."""
+    g = m.shape[0] // 2
+    return (pooled(m[:g], v[:g], counts[:g])[1].clamp_min(0).sqrt(),
+            pooled(m[g:], v[g:], counts[g:])[1].clamp_min(0).sqrt())
+
+
+def _quantiles(t: torch.Tensor, p: float) -> float:
+    flat = t.flatten()
+    if flat.numel() > _QUANTILE_CAP:
+        flat = flat[:: math.ceil(flat.numel() / _QUANTILE_CAP)]
+    return float(torch.quantile(flat.double(), p))
+
+
+def _failures(f: dict, t: DiagnosticsTargets) -> tuple[str, ...]:
+    out = []
+    if not f["std_mcse"] <= t.std_mcse:
+        out.append(f"the std map's Monte-Carlo error is {100 * f['std_mcse']:.1f} % (target {100 * t.std_mcse:.0f} %)")
+    if not f["rhat_q99"] <= t.rhat:
+        out.append(f"the chain groups disagree (split-R-hat q99 {f['rhat_q99']:.3f} > {t.rhat})")
+    if not abs(f["drift"]) <= t.drift:
+        way = "growing" if f["drift"] > 0 else "shrinking"
+        out.append(f"the std is still {way} between the two halves of the kept chains ({100 * f['drift']:+.1f} %)")
+    if not f["ess_q01"] >= t.min_ess:
+        out.append(f"too few effective samples (ESS q01 {f['ess_q01']:.1f} < {t.min_ess:.0f})")
+    return tuple(out)
