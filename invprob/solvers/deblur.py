@@ -75,7 +75,7 @@ BOUNDARIES = ("free", *(b for b in _OPERATOR_BOUNDARIES if b not in ("free", "va
 #: diagnostics pass or :attr:`DeblurConfig.time_limit`; ``--iters`` fixes both budgets exactly. Colour images get
 #: ``n_particles // channels`` (at least 4) PBRWP particles unless ``n_particles`` is given.
 SAMPLER_DEFAULTS = {
-    "pbrwp": (12, 40),
+    "pbrwp": (8, 20),  # the particles only start the self-checking posterior chains, which give the std
     "brwp": (12, 100),
     "myula": (4, 500),
     "mla": (4, 400),

@@ -55,7 +55,7 @@ class PosteriorLangevinConfig:
     block_len : int or None
         Iterations per diagnostics block (one round = one block); None: ``max(5, 25 // stages)``.
     min_iter, max_iter : int or None
-        Fewest iterations before an adaptive stop, and the cap; None: ``max(40, 200 // stages)`` and
+        Fewest iterations before an adaptive stop, and the cap; None: ``max(20, 200 // stages)`` and
         ``max(400, 4000 // stages)``.
     n_iter : int or None
         A fixed budget: exactly this many iterations, diagnostics computed once at the end (``adaptive`` ignored).
@@ -71,7 +71,7 @@ class PosteriorLangevinConfig:
     """
 
     step_scale: float = 0.5
-    stages: int = 1
+    stages: int = 10
     damping: float = 0.05
     n_groups: int = 4
     block_len: int | None = None
@@ -102,7 +102,7 @@ class PosteriorLangevinConfig:
     def budget(self) -> tuple[int, int, int]:
         """``(block_len, min_iter, max_iter)`` with the stage-dependent defaults filled in."""
         s = self.stages
-        return (self.block_len or max(5, 25 // s), self.min_iter or max(40, 200 // s),
+        return (self.block_len or max(5, 25 // s), self.min_iter or max(20, 200 // s),
                 self.max_iter or max(400, 4000 // s))
 
 
