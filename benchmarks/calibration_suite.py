@@ -7,12 +7,17 @@ non-square, free and circular boundaries, 128^2 and 256^2). Each posterior is ex
 geometric grid): ``Blur(psf, boundary)``, the data padded for the free boundary, TV smoothed with
 ``TV_SAMPLING_EPS``, the Haar tiling anchored to the frame.
 
-Reference (``--make-references``): two independent groups of 8 preconditioned Langevin chains (``MLA`` with the
-posterior Fourier preconditioner at the MAP, step 0.25/L, half the default chain step), each its own seed, burn-in
-a fifth. Their mutual agreement (mean PSNR between groups, smoothed std correlation, median std ratio) is stored; a
-reference whose groups disagree (corr < 0.95 or mean < 45 dB) is rerun twice as long, up to 4x. Kept as npz in
-``benchmarks/data/calibration_suite/`` (the data ``y`` float32, the pooled and per-group mean/std float16, the band
-variances of the reference draws, the definition and the weight grid).
+Reference (``--make-references``): two independent groups of 8 chains from the MAP, each its own seed: invprob's
+posterior Fourier-preconditioned SK-ROCK chains (s = 10) at step 0.3 l_s/L (the default uses 0.5) with control
+variates, moments of the second half. Why this sampler: on an exact Gaussian posterior its moments are exact (the
+test ``test_skrock_chains_with_control_variates_are_exact_on_a_gaussian``; SK-ROCK's plain moments are 10-18 %
+low there), and on the TV posteriors c01/c02 it agrees with small-step Euler chains (step 0.1/L, 6000-8000
+iterations) to a median std ratio of 1.015 / 0.974 and corr 0.99 / 0.88 (the Euler chains had not converged on
+c01: R-hat 1.21), while the SK-ROCK chains at steps 0.1, 0.3, 0.5 agree with each other to 1.002 / 0.995 (corr
+0.998). The groups' mutual agreement (mean PSNR between groups, smoothed std correlation, median std ratio) is
+stored; a reference whose groups disagree (corr < 0.95 or mean < 45 dB) is rerun twice as long, up to 4x. Kept as
+npz in ``benchmarks/data/calibration_suite/`` (the data ``y`` float32, the pooled and per-group mean/std float16,
+the band variances of the reference draws, the definition, the weight grid, the settings).
 
 Evaluation (``--evaluate``): the default pipeline (PBRWP, its self-checking posterior chains, ``--time-limit`` 60 s)
 on each posterior; pass = mean >= 36 dB vs the reference mean, median std ratio in [0.85, 1.15], the three band
@@ -54,7 +59,24 @@ from invprob.solvers.samplers.uncertainty import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "calibration_suite"
+VALIDATION = (
+    "Why these references can be trusted (measured once during development, 1 thread, 16 chains from the MAP; the "
+    "figures are median std ratio / smoothed std corr / mean PSNR against the first row): on an exact Gaussian "
+    "posterior (64^2, FFT) SK-ROCK chains with control variates give std ratio 1.000 (steps 0.3-0.5 l_s/L), while "
+    "SK-ROCK's plain moments are 0.82-0.94 and Euler's 1.07 at step 0.5/L (so the references keep the control "
+    "variates, and the default too). On the TV posterior c02 (blur 3, noise 0.004), Euler chains at step 0.1/L "
+    "(6000 iterations) vs SK-ROCK + CV at 0.3: 1.015 / 0.989 / 40.3 dB; Euler 0.25/L vs 0.1/L: 1.011 / 0.996. On "
+    "c01 (a diffuse posterior, std 0.12): SK-ROCK + CV at steps 0.1 and 0.5 vs 0.3: 1.002 / 0.999 / 59 dB and "
+    "0.995 / 0.998 / 55 dB; Euler 0.1/L (8000 iterations) had not converged (R-hat 1.21) and gave 0.974 / 0.884. "
+    "Band ratios compare raw chain draws (no control variates): on the Gaussian-prior case c10 they sit near 0.8 "
+    "because both the default's and the reference's SK-ROCK draws are under-dispersed there while their "
+    "control-variate std maps agree (ratio 1.000)."
+)
 AGREE_PSNR, AGREE_CORR = 45.0, 0.95
+# Cases whose reference is missing or whose two chain groups do not agree to AGREE_PSNR / AGREE_CORR yet, after the
+# 4x lengthening cap (declared, marked in RESULTS.md, and checked by tests/test_calibration_suite.py to be exactly
+# those cases): the suite is not complete while any is.
+PENDING: tuple[str, ...] = ("c05", "c08", "c09", "c12")
 PASS = {"mean_db": 36.0, "ratio": (0.85, 1.15), "band": (0.7, 1.4), "corr": 0.85}
 
 
@@ -86,7 +108,7 @@ CASES = (
     Case("c09", "moon", "photo", (128, 128), "gaussian:1", 0.01, "l1"),
     Case("c10", "coins", "photo", (128, 128), "gaussian:2.5", 0.01, "gaussian"),
     Case("c11", "camera", "photo", (256, 256), "gaussian:2", 0.01, "tv"),
-    Case("c12", "grass", "texture", (256, 256), "motion:15,60", 0.005, "tv"),
+    Case("c12", "grass", "texture", (256, 256), "motion:15,60", 0.005, "tv", n_iter=300),
 )
 
 
@@ -265,7 +287,8 @@ def evaluate(case: Case, ref: dict) -> dict:
             "wall s": wall, "chain it": unc.get("chain_iterations"), "stopped by": unc.get("stopped_by"),
             "status": "converged" if converged else "not converged",
             "verdict": verdict(passes(fig), converged),
-            "ref agreement (dB / corr)": f"{agree['mean_psnr_db']:.1f} / {agree['std_corr_smoothed']:.3f}",
+            "ref agreement (dB / corr)": f"{agree['mean_psnr_db']:.1f} / {agree['std_corr_smoothed']:.3f}"
+                                         + (" (short)" if case.name in PENDING else ""),
             "_status": unc.get("calibration_status")}
 
 
@@ -284,11 +307,16 @@ def report(rows: list[dict], threads: int) -> str:
     n_pass = sum(r["verdict"].startswith("pass") for r in rows)
     lines = [header("Calibration suite: default `invprob deblur` std maps against reference chains"), "",
              f"Command: {cmd} ({threads} torch thread(s)); references: "
-             "`--make-references` (two independent groups of 8 MLA chains each, posterior Fourier preconditioner, "
-             "step 0.25/L; their agreement in the last column). Pass: mean >= 36 dB vs the reference mean, median std "
-             "ratio in [0.85, 1.15], bands in [0.7, 1.4], smoothed (2 px) corr >= 0.85.", "",
+             "`--make-references` (two independent groups of 8 SK-ROCK chains with control variates each, posterior "
+             "Fourier preconditioner, step 0.3 l_s/L; their agreement in the last column). Pass: mean >= 36 dB vs "
+             "the reference mean, median std ratio in [0.85, 1.15], bands in [0.7, 1.4], smoothed (2 px) corr >= "
+             "0.85. Default run: PBRWP 8 x 20, SK-ROCK posterior chains until their diagnostics pass, time limit "
+             "60 s; true noise std and oracle weight given.", "",
              markdown_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]), "",
-             f"{n_pass} of {len(rows)} pass; {n_false} labelled converged while missing the figures."]
+             f"{n_pass} of {len(rows)} pass; {n_false} labelled converged while missing the figures."
+             + (f" References missing or short of the agreement target (45 dB / 0.95) after the 4x lengthening "
+                f"cap: {', '.join(PENDING)}." if PENDING else ""), "",
+             VALIDATION]
     return "\n".join(lines)
 
 
@@ -314,8 +342,11 @@ def main(argv=None) -> None:
         return
     rows = []
     for case in cases:
+        if not (DATA / f"{case.name}.npz").exists():
+            print(f"{case.name}: no reference, not evaluated", flush=True)
+            continue
         rows.append(evaluate(case, load_reference(case)))
-        print({k: v for k, v in rows[-1].items()}, flush=True)
+        print(json.dumps(rows[-1], default=float), flush=True)
     text = report(rows, torch.get_num_threads())
     print(text)
     if args.write:

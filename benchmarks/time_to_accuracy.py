@@ -57,6 +57,7 @@ def score(op, mean, std, ref) -> dict:
 
 # ------------------------------------------------------------------------------------------------- invprob
 def invprob_trace(post, op, x_map, ref, budgets) -> list[dict]:
+    """Fixed chain budgets (``n_iter`` in ``budgets``), then ``None``: the default adaptive stop."""
     n, k = SAMPLER_DEFAULTS["pbrwp"]
     m_post = posterior_preconditioner(post, x_ref=x_map)
     out = []
@@ -64,9 +65,10 @@ def invprob_trace(post, op, x_map, ref, budgets) -> list[dict]:
         t0 = time.perf_counter()
         res = PBRWP(preconditioner=m_post, chains=PosteriorLangevinConfig(n_iter=n_iter)).run(
             post, n_particles=n, n_iter=k, rng=0, init=x_map, progress=False)
-        out.append({"iterations": n_iter, "time_s": time.perf_counter() - t0,
-                    **score(op, res.mean, res.std, ref)})
-        print("invprob", out[-1], flush=True)
+        unc = res.info["uncertainty"]
+        out.append({"iterations": unc["chain_iterations"], "time_s": time.perf_counter() - t0,
+                    "converged": unc["converged"], **score(op, res.mean, res.std, ref)})
+        print("invprob", n_iter, out[-1], flush=True)
     return out
 
 
@@ -87,8 +89,10 @@ class _Prior:
         return self.post.prior.grad(u)
 
 
-def deepinv_trace(kind: str, post, op, x_map, ref, *, step: float, n_iter: int, seed: int = 0) -> list[dict]:
-    """One deepinv chain from the MAP; moments over iterations (k/2, k] at k = 2^j * 25 (cumulative sums kept)."""
+def deepinv_trace(kind: str, post, op, x_map, ref, *, step: float, n_iter: int, time_cap: float = float("inf"),
+                  seed: int = 0) -> list[dict]:
+    """One deepinv chain from the MAP; moments over iterations (k/2, k] at k = 2^j * 25 (cumulative sums kept),
+    until ``n_iter`` or the first checkpoint past ``time_cap`` seconds."""
     from deepinv.sampling.sampling_iterators import SKRockIterator, ULAIterator
 
     torch.manual_seed(seed)
@@ -113,14 +117,16 @@ def deepinv_trace(kind: str, post, op, x_map, ref, *, step: float, n_iter: int, 
             if not torch.isfinite(mean).all():
                 break
             out.append({"iterations": k, "time_s": time.perf_counter() - t0, **score(op, mean, std, ref)})
+            if out[-1]["time_s"] > time_cap:
+                break
     return out
 
 
-def best_deepinv(kind: str, post, op, x_map, ref, steps, n_iter: int) -> tuple[float, list[dict]]:
+def best_deepinv(kind: str, post, op, x_map, ref, steps, n_iter: int, time_cap: float) -> tuple[float, list[dict]]:
     """The step of ``steps`` whose trace reaches the goal first (or, none reaching it, ends most accurate)."""
     best = None
     for step in steps:
-        tr = deepinv_trace(kind, post, op, x_map, ref, step=step, n_iter=n_iter)
+        tr = deepinv_trace(kind, post, op, x_map, ref, step=step, n_iter=n_iter, time_cap=time_cap)
         hit = next((r["time_s"] for r in tr if reached(r)), None)
         key = (0, hit) if hit is not None else (1, -tr[-1]["mean_db"] if tr else 0)
         print(kind, f"step {step:.3g}", "reached at" if hit else "not reached", hit, tr[-1] if tr else None, flush=True)
@@ -179,10 +185,13 @@ def figure(all_traces: dict) -> Path:
 def run_case(case, args) -> tuple[list[dict], dict]:
     ref, post, op, x_map = setup(case)
     L = float(post.lipschitz()) if hasattr(post, "lipschitz") else None
-    traces = {"invprob default": ("PBRWP 8 x 20 + SK-ROCK chains (s = 10)", invprob_trace(post, op, x_map, ref,
-                                                                               args.budgets))}
+    traces = {"invprob default": ("PBRWP 8 x 20 + SK-ROCK chains (s = 10), fixed chain budgets",
+                                  invprob_trace(post, op, x_map, ref, args.budgets)),
+              "invprob adaptive stop": ("the default: chains until their diagnostics pass",
+                                        invprob_trace(post, op, x_map, ref, [None]))}
     for kind, factors in (("SKRock", args.skrock_steps), ("ULA", args.ula_steps)):
-        step, tr = best_deepinv(kind, post, op, x_map, ref, [f / L for f in factors], args.deepinv_iter[kind])
+        cap = args.time_cap
+        step, tr = best_deepinv(kind, post, op, x_map, ref, [f / L for f in factors], args.deepinv_iter[kind], cap)
         traces[f"deepinv {kind}"] = (f"step {step * L:.3g}/L" + (", s = 10" if kind == "SKRock" else ""), tr)
     return summary_rows(case, traces), traces
 
@@ -192,10 +201,11 @@ def main(argv=None) -> None:
     ap.add_argument("--only", nargs="+", default=["c01", "c11"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 40, 80, 160])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20, 40, 80])
+    ap.add_argument("--time-cap", type=float, default=90.0, help="seconds per deepinv chain")
     args = ap.parse_args(argv)
-    args.skrock_steps, args.ula_steps = [20.0, 60.0, 150.0], [0.5, 0.9]
-    args.deepinv_iter = {"SKRock": 3200, "ULA": 25600}
+    args.skrock_steps, args.ula_steps = [60.0, 150.0], [0.9]  # of 1/L; SK-ROCK (s = 10) is stable to ~190/L
+    args.deepinv_iter = {"SKRock": 10**6, "ULA": 10**7}
     torch.set_num_threads(args.threads)
     rows, all_traces = [], {}
     for case in suite.selected(args.only):

@@ -141,7 +141,7 @@ def test_time_limit_stops_and_says_so(gauss_post):
 
 def _diag(**over) -> ConvergenceDiagnostics:
     base = dict(n_groups=4, n_splits=8, kept_iterations=100, burn_in_iterations=100, rhat_median=1.0,
-                rhat_q99=1.02, ess_median=500.0, ess_q01=100.0, std_mcse=0.02, mean_mcse=0.05, drift=0.0,
+                rhat_q99=1.02, ess_median=500.0, ess_q01=100.0, std_mcse=0.02, mean_mcse=0.05, drift=0.0, trend=0.8,
                 failed=(), targets=DiagnosticsTargets())
     return ConvergenceDiagnostics(**{**base, **over})
 

@@ -54,12 +54,19 @@ class DiagnosticsTargets:
         Largest ``|median (std_second_half - std_first_half) / std|``.
     min_ess : float
         Smallest 1st percentile of the per-pixel effective sample size of the mean.
+    trend : float
+        Largest median over pixels of ``|t|``, the t-statistic over the chain groups of the change of the mean from
+        the first to the second half of the kept window: chains that all still travel the same way (started in
+        one place, far from the posterior mean, and mixing slowly) have a consistent change however small it is
+        against the std. Stationary chains give ``|t|`` of a Student t with ``G - 1`` degrees of freedom (median
+        0.77 for ``G = 4``).
     """
 
     std_mcse: float = 0.05
     rhat: float = 1.2
     drift: float = 0.03
     min_ess: float = 10.0
+    trend: float = 1.2
 
     def __post_init__(self):
         check_positive("std_mcse", self.std_mcse)
@@ -67,6 +74,7 @@ class DiagnosticsTargets:
             raise ValueError(f"rhat target must exceed 1, got {self.rhat!r}")
         check_positive("drift", self.drift)
         check_positive("min_ess", self.min_ess)
+        check_positive("trend", self.trend)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class ConvergenceDiagnostics:
     std_mcse: float
     mean_mcse: float
     drift: float
+    trend: float
     failed: tuple[str, ...]
     targets: DiagnosticsTargets
 
@@ -95,7 +104,8 @@ class ConvergenceDiagnostics:
         """``"converged: ..."`` with the figures when every check passed, else ``"not converged: <what failed>"``."""
         figures = (f"std Monte-Carlo error {100 * self.std_mcse:.1f} % (target {100 * self.targets.std_mcse:.0f} %), "
                    f"split-R-hat q99 {self.rhat_q99:.3f}, ESS q01 {self.ess_q01:.0f}, half-to-half std drift "
-                   f"{100 * self.drift:+.1f} %, {self.n_groups} chain groups x {self.kept_iterations} kept "
+                   f"{100 * self.drift:+.1f} %, mean trend |t| {self.trend:.2f}, "
+                   f"{self.n_groups} chain groups x {self.kept_iterations} kept "
                    "iterations")
         if self.converged:
             return f"converged: {figures}; {BLIND_SPOT}"
@@ -249,11 +259,20 @@ def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torc
     figures = {"rhat_median": q(rhat, 0.5), "rhat_q99": q(rhat, 0.99), "ess_median": q(ess, 0.5),
                "ess_q01": q(ess, 0.01), "std_mcse": q(std_mcse, 0.5) / _chi_median(n_groups - 1),
                "mean_mcse": q(mean_mcse, 0.5),
-               "drift": q(drift, 0.5)}
+               "drift": q(drift, 0.5), "trend": q(_mean_trend(m), 0.5)}
     diag = ConvergenceDiagnostics(n_groups=n_splits // 2, n_splits=n_splits, kept_iterations=n_kept,
                                   burn_in_iterations=n_burn, failed=_failures(figures, targets), targets=targets,
                                   **figures)
     return mean + blocks.center[0], var, a, diag
+
+
+def _mean_trend(m):
+    """Per pixel ``|t|`` of the groups' half-to-half mean changes ``m[k + G] - m[k]`` (``nan``-free)."""
+    g = m.shape[0] // 2
+    d = m[g:] - m[:g]
+    if g < 2:
+        return torch.zeros_like(d[0])
+    return (d.mean(0).abs() * math.sqrt(g) / d.std(0, unbiased=True).clamp_min(1e-300))
 
 
 def _group_std_mcse(m, v, counts):
@@ -297,6 +316,9 @@ def _failures(f: dict, t: DiagnosticsTargets) -> tuple[str, ...]:
     if not abs(f["drift"]) <= t.drift:
         way = "growing" if f["drift"] > 0 else "shrinking"
         out.append(f"the std is still {way} between the two halves of the kept chains ({100 * f['drift']:+.1f} %)")
+    if not f["trend"] <= t.trend:
+        out.append(f"the chains' mean is still moving the same way in every group (median |t| {f['trend']:.2f} > "
+                   f"{t.trend}): they have not yet left where they started")
     if not f["ess_q01"] >= t.min_ess:
         out.append(f"too few effective samples (ESS q01 {f['ess_q01']:.1f} < {t.min_ess:.0f})")
     return tuple(out)
