@@ -283,7 +283,7 @@ def evaluate(case: Case, ref: dict) -> dict:
             "size": "x".join(map(str, d["shape"])), "psf": d["psf"], "noise": d["noise"], "prior": d["prior"],
             "boundary": d["boundary"], "weight": round(float(ref["weight"]), 3),
             "mean dB": fig["mean_db"], "std ratio": fig["ratio"],
-            "bands": [round(b, 2) for b in fig.get("bands", [])], "corr": fig["corr"],
+            "bands": [round(float(b), 2) for b in fig.get("bands", [])], "corr": fig["corr"],
             "wall s": wall, "chain it": unc.get("chain_iterations"), "stopped by": unc.get("stopped_by"),
             "status": "converged" if converged else "not converged",
             "verdict": verdict(passes(fig), converged),
