@@ -160,6 +160,12 @@ def target(case: Case, y: np.ndarray, weight: float) -> tuple[Posterior, Blur]:
     return Posterior(op, op.pad_data(yt), case.noise, prior), op
 
 
+def map_start(case: Case, y: np.ndarray, weight: float, op: Blur) -> torch.Tensor:
+    """The pipeline's MAP on the operator's domain (extended for the free boundary): where every chain starts."""
+    x_map = torch.as_tensor(deblur(y, config(case, weight, method="map")).map, dtype=torch.float32)[None]
+    return op.extend(x_map) if case.boundary == "free" else x_map
+
+
 def oracle_weight(case: Case, truth: np.ndarray, y: np.ndarray) -> tuple[float, list]:
     """The MAP-PSNR-best weight: powers of 2, then the sqrt(2) neighbours of the best."""
     def score(w):
@@ -199,8 +205,7 @@ def make_reference(case: Case) -> dict:
     truth, y = observation(case)
     weight, grid = oracle_weight(case, truth, y)
     post, op = target(case, y, weight)
-    x_map = torch.as_tensor(deblur(y, config(case, weight, method="map")).map, dtype=torch.float32)[None]
-    x_map = op.extend(x_map) if case.boundary == "free" else x_map
+    x_map = map_start(case, y, weight, op)
     m_post = posterior_preconditioner(post, x_ref=x_map)
     n_iter = case.n_iter
     while True:

@@ -88,7 +88,9 @@ def gaussian_deblur(n: int, rows: list, maps: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- TV
-class _DF:
+class DeepinvDataFidelity:
+    """The posterior's data gradient behind deepinv's ``DataFidelity.grad`` interface."""
+
     def __init__(self, post):
         self.post = post
 
@@ -96,7 +98,9 @@ class _DF:
         return self.post.data_grad(u)
 
 
-class _Prior:
+class DeepinvPrior:
+    """The posterior's prior gradient behind deepinv's ``ScorePrior.grad`` interface."""
+
     def __init__(self, post):
         self.post = post
 
@@ -121,7 +125,7 @@ def deepinv_chain(kind: str, post, x_map, x0, *, n_iter: int, step: float, seed:
     burn = n_iter // 5
     m1 = torch.zeros_like(s1)
     for k in range(1, n_iter + 1):
-        X = it(X, post.y, None, _DF(post), _Prior(post), k)
+        X = it(X, post.y, None, DeepinvDataFidelity(post), DeepinvPrior(post), k)
         x = X["x"].double()
         m1 += x
         if k > burn:

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import calibration_suite as suite  # noqa: E402
 from _report import header, markdown_table, write_section  # noqa: E402
+from deblur_samplers import DeepinvDataFidelity, DeepinvPrior  # noqa: E402
 
-from invprob.solvers.deblur import SAMPLER_DEFAULTS, deblur  # noqa: E402
+from invprob.solvers.deblur import SAMPLER_DEFAULTS  # noqa: E402
 from invprob.solvers.samplers import PBRWP, PosteriorLangevinConfig, posterior_preconditioner  # noqa: E402
 
 FIG = Path(__file__).resolve().parent / "figures"
@@ -46,9 +47,7 @@ def setup(case):
     ref = suite.load_reference(case)
     y, w = ref["y"].astype(np.float64), float(ref["weight"])
     post, op = suite.target(case, y, w)
-    x_map = torch.as_tensor(deblur(y, suite.config(case, w, method="map")).map, dtype=torch.float32)[None]
-    x_map = op.extend(x_map) if case.boundary == "free" else x_map
-    return ref, post, op, x_map
+    return ref, post, op, suite.map_start(case, y, w, op)
 
 
 def score(op, mean, std, ref) -> dict:
@@ -73,22 +72,6 @@ def invprob_trace(post, op, x_map, ref, budgets) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------- deepinv
-class _DataFidelity:
-    def __init__(self, post):
-        self.post = post
-
-    def grad(self, u, y, physics):
-        return self.post.data_grad(u)
-
-
-class _Prior:
-    def __init__(self, post):
-        self.post = post
-
-    def grad(self, u, sigma=None):
-        return self.post.prior.grad(u)
-
-
 def deepinv_trace(kind: str, post, op, x_map, ref, *, step: float, n_iter: int, time_cap: float = float("inf"),
                   seed: int = 0) -> list[dict]:
     """One deepinv chain from the MAP; moments over iterations (k/2, k] at k = 2^j * 25 (cumulative sums kept),
@@ -100,7 +83,7 @@ def deepinv_trace(kind: str, post, op, x_map, ref, *, step: float, n_iter: int, 
         it = SKRockIterator({"step_size": step, "alpha": 1.0, "inner_iter": 10, "eta": 0.05, "sigma": 0.0})
     else:
         it = ULAIterator({"step_size": step, "alpha": 1.0, "sigma": 0.0})
-    state, df, prior = {"x": x_map.clone()}, _DataFidelity(post), _Prior(post)
+    state, df, prior = {"x": x_map.clone()}, DeepinvDataFidelity(post), DeepinvPrior(post)
     s1, s2 = torch.zeros_like(x_map, dtype=torch.float64), torch.zeros_like(x_map, dtype=torch.float64)
     sums, checkpoints, out, t0 = {0: (s1.clone(), s2.clone())}, [25 * 2**j for j in range(30)], [], time.perf_counter()
     for k in range(1, n_iter + 1):
@@ -184,14 +167,14 @@ def figure(all_traces: dict) -> Path:
 
 def run_case(case, args) -> tuple[list[dict], dict]:
     ref, post, op, x_map = setup(case)
-    L = float(post.lipschitz()) if hasattr(post, "lipschitz") else None
+    L = float(post.lipschitz())
     traces = {"invprob default": ("PBRWP 8 x 20 + SK-ROCK chains (s = 10), fixed chain budgets",
                                   invprob_trace(post, op, x_map, ref, args.budgets)),
               "invprob adaptive stop": ("the default: chains until their diagnostics pass",
                                         invprob_trace(post, op, x_map, ref, [None]))}
     for kind, factors in (("SKRock", args.skrock_steps), ("ULA", args.ula_steps)):
-        cap = args.time_cap
-        step, tr = best_deepinv(kind, post, op, x_map, ref, [f / L for f in factors], args.deepinv_iter[kind], cap)
+        step, tr = best_deepinv(kind, post, op, x_map, ref, [f / L for f in factors], args.deepinv_iter[kind],
+                                args.time_cap)
         traces[f"deepinv {kind}"] = (f"step {step * L:.3g}/L" + (", s = 10" if kind == "SKRock" else ""), tr)
     return summary_rows(case, traces), traces
 

@@ -15,7 +15,9 @@ of the blocks is burn-in; the kept half is cut into its two halves, so the kept 
   that it estimates the median error rather than understating it with few groups;
 - **drift between the two halves**: the median over pixels of ``(std_second - std_first) / std`` (a chain that is
   still spreading out from a collapsed start, or still contracting from an overdispersed one, shows here even
-  when every group is equally wrong, which R-hat cannot see).
+  when every group is equally wrong, which R-hat cannot see);
+- **mean trend**: the median over pixels of ``|t|``, the t-statistic over the groups of the change of the mean
+  from the first to the second half (chains that all still travel the same way).
 
 :class:`DiagnosticsTargets` holds the thresholds; :meth:`ConvergenceDiagnostics.status` turns the figures into
 the run's ``calibration_status`` ("converged: ..." only when every check passes, else "not converged: ..." in plain

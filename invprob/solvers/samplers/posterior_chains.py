@@ -9,7 +9,9 @@ and runs
 
     z <- z - eta M grad V(z) + sqrt(2 eta / beta) M^(1/2) xi          (target exp(-beta V): the posterior itself)
 
-with the sampler's preconditioner ``M``. Unlike the PBRWP kernel chains (``"kernel-langevin"``, whose target
+with the sampler's preconditioner ``M``, by default in the stabilised SK-ROCK form of that step (``stages = 10``:
+``s`` gradients a step for a step ``~s^2`` times longer; ``stages = 1`` is the Euler step above). Unlike the
+PBRWP kernel chains (``"kernel-langevin"``, whose target
 ``exp(-beta [V/2 + ||z - x_j||^2_{M^-1}/(4T)])`` replaces half of a non-quadratic ``V`` by the Gaussian surrogate in
 ``M^-1``), nothing here depends on ``M`` being right: ``M`` only sets the speed. The moments use zero-variance
 control variates (``E[P grad V] = 0``, ``E[(z - m) P grad V] = diag(P)/beta``) when ``diag(M)`` is known.
@@ -169,11 +171,13 @@ class PosteriorLangevin(UncertaintyEstimator):
             status = f"{status}; stopped at the iteration cap ({cfg.budget()[2]})"
         return {
             "estimator": "posterior-langevin",
-            "calibration": "moments of the posterior exp(-beta V) itself from preconditioned Langevin chains (step "
-                           "eta = step_scale / L in the M metric) started overdispersed around the particles"
+            "calibration": "moments of the posterior exp(-beta V) itself from preconditioned Langevin chains ("
+                           + (f"SK-ROCK, {cfg.stages} stages, step eta = step_scale l_s / L" if cfg.stages > 1 else
+                              "Euler, step eta = step_scale / L") + " in the M metric) started overdispersed "
+                           "around the particles"
                            + ("; zero-variance control variates" if coef is not None else "; plain moments")
-                           + f"; checked by split-R-hat, ESS, std Monte-Carlo error and half-to-half drift "
-                             f"over {diag.n_groups} chain groups; {BLIND_SPOT}",
+                           + f"; checked by split-R-hat, ESS, std Monte-Carlo error, half-to-half drift and mean "
+                             f"trend over {diag.n_groups} chain groups; {BLIND_SPOT}",
             "calibration_status": status,
             "converged": diag.converged,
             "diagnostics": diag.as_dict(),
