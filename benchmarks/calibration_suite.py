@@ -200,20 +200,22 @@ def agreement(a, b) -> dict:
             "std_ratio_median": std_ratio_median(a[1], b[1])}
 
 
-def make_reference(case: Case) -> dict:
+def make_reference(case: Case, start_iter: int | None = None, max_factor: int = 4) -> dict:
+    """Two independent chain groups of ``start_iter`` (default ``case.n_iter``) iterations, doubled until they agree
+    or reach ``max_factor * case.n_iter``."""
     t0 = time.perf_counter()
     truth, y = observation(case)
     weight, grid = oracle_weight(case, truth, y)
     post, op = target(case, y, weight)
     x_map = map_start(case, y, weight, op)
     m_post = posterior_preconditioner(post, x_ref=x_map)
-    n_iter = case.n_iter
+    n_iter = start_iter or case.n_iter
     while True:
         groups = [chain_group(post, op, x_map, m_post, n_iter, seed) for seed in (1, 2)]
         agree = agreement(*groups)
         print(case.name, n_iter, agree, flush=True)
         if (agree["mean_psnr_db"] >= AGREE_PSNR and agree["std_corr_smoothed"] >= AGREE_CORR) \
-                or n_iter >= 4 * case.n_iter:
+                or n_iter >= max_factor * case.n_iter:
             break
         n_iter *= 2
     samples = torch.cat([g[2] for g in groups])
@@ -334,6 +336,9 @@ def main(argv=None) -> None:
     ap.add_argument("--force", action="store_true", help="replace existing references")
     ap.add_argument("--write", action="store_true", help="write the table into RESULTS.md")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--start-iter", type=int, default=None,
+                    help="reference chain length to start from (default: the case's; then doubled)")
+    ap.add_argument("--max-factor", type=int, default=4, help="longest reference: this many times the case's length")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -343,7 +348,8 @@ def main(argv=None) -> None:
             if (DATA / f"{case.name}.npz").exists() and not args.force:
                 print(f"{case.name}: reference exists (use --force to remake)")
                 continue
-            print(f"{case.name}: saved {save_reference(case, make_reference(case), force=args.force)}", flush=True)
+            ref = make_reference(case, args.start_iter, args.max_factor)
+            print(f"{case.name}: saved {save_reference(case, ref, force=args.force)}", flush=True)
         return
     rows = []
     for case in cases:

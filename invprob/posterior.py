@@ -129,6 +129,10 @@ class Posterior(Potential):
         self.y = y
         self._spectral_cache: dict = {}
 
+    def published(self, x: torch.Tensor) -> torch.Tensor:
+        """The observed frame of ``x`` (the operator's ``crop``; all of ``x`` unless the domain is extended)."""
+        return self.operator.crop(x) if isinstance(self.operator, LinearOperator) else x
+
     @staticmethod
     def _image_problem(operator, y):
         """An image operator takes an image ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)``; ``y`` lives on its range."""

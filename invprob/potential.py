@@ -11,7 +11,9 @@ surface is ``fn(x) -> (B,)`` and ``grad(x)``; the rest are *declared capabilitie
 - ``moreau_envelope`` and ``kernel_moments``: ``None`` on the base class, a method where a subclass has the closed
   form (``moreau_envelope(x, T, M)`` = ``min_z V(z) + ||z - x||^2_{M^-1} / (2T)``; ``kernel_moments(x, T, M)`` =
   the means and covariance of PBRWP's kernels, see :mod:`invprob.solvers.samplers.pbrwp`);
-- ``initial_point() -> tensor or None``: where a sampler starts when no ``init`` is given.
+- ``initial_point() -> tensor or None``: where a sampler starts when no ``init`` is given;
+- ``published(x)``: the part of a state that results report (the observed frame of an extended image domain),
+  where convergence diagnostics are measured; the identity on :class:`Potential`.
 
 Any object with batched ``fn`` and ``grad`` is accepted through :func:`as_potential`, which is the one place where
 a user object's optional methods are looked up.
@@ -68,6 +70,10 @@ class Potential:
     def initial_point(self) -> torch.Tensor | None:
         """A starting point ``(1, *event_shape)``, or None (the sampler then starts at zero)."""
         return None
+
+    def published(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of ``x`` (``(..., *event_shape)``) that results report: all of it here."""
+        return x
 
 
 class _UserPotential(Potential):

@@ -68,7 +68,7 @@ def test_deblur_grey_png_every_output(images, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert str(out) in stdout and "PSNR" in stdout
     files = {p.name for p in out.iterdir()}
-    assert files == {"map.png", "map.tiff", "report.png", "result.npz", "summary.json"}
+    assert files == {"map.png", "map.tiff", "report.png", "result.npz", "summary.json", ".invprob-output.json"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     m = iio.imread(out / "map.png")
     assert m.dtype == np.uint8 and m.shape == (64, 88)  # the input's bit depth and layout
@@ -102,7 +102,8 @@ def test_deblur_colour_tiff_with_sampler(images, tmp_path):
                "--seed", "5", "--out", str(out), "--quiet"])
     assert rc == 0
     files = {p.name for p in out.iterdir()}
-    assert files == {"map.png", "mean.png", "std.png", "report.png", "result.npz", "summary.json"}
+    assert files == {"map.png", "mean.png", "std.png", "report.png", "result.npz", "summary.json",
+                     ".invprob-output.json"}
     for name in ("map.png", "mean.png", "std.png"):
         img, meta = read_image(out / name)  # Pillow would read 16-bit colour PNGs as 8-bit
         assert img.shape == (3, 64, 64) and meta.kind == "uint16"  # float TIFF input -> 16-bit PNGs
@@ -152,12 +153,13 @@ def test_force_replaces_and_default_out(images, tmp_path, monkeypatch):
     args = ["deblur", str(images / "camera_blur.png"), "--psf", "gaussian:1.2", "--noise-std", "0.01",
             "--weight", "8", "--method", "map", "--format", "npz", "--out", str(out), "--quiet"]
     assert main(args) == 0
-    assert {p.name for p in out.iterdir()} == {"report.png", "result.npz", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"report.png", "result.npz", "summary.json", ".invprob-output.json"}
     (out / "stale.txt").write_text("old")
     assert main(args) == 2  # refused without --force
-    assert (out / "stale.txt").exists()
+    assert main(args + ["--force"]) == 2  # a file invprob did not write: --force refuses too
+    assert (out / "stale.txt").read_text() == "old"
+    (out / "stale.txt").unlink()
     assert main(args + ["--force"]) == 0
-    assert not (out / "stale.txt").exists()
     s = _summary(out)
     assert s["weight"] == 8 and s["weight_rule"]["source"] == "given"
     mask = os.umask(0)
@@ -314,30 +316,36 @@ def test_ctrl_c_during_sampling_writes_moments_so_far(error_dir, monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_SAMPLERS, reason="invprob.solvers.samplers not available")
-def test_real_sigint_to_the_script_writes_partial_result(images, tmp_path):
-    """A real Ctrl-C (SIGINT) in the middle of sampling: exit 130, partial outputs and a note."""
+@pytest.mark.parametrize("sig, code, named", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM"),
+                                              ("SIGHUP", 129, "SIGHUP")])
+def test_real_signal_to_the_script_writes_partial_result(images, tmp_path, sig, code, named):
+    """A real SIGINT/SIGTERM/SIGHUP in the middle of sampling: exit 128 + signum, partial outputs and a note, no
+    staging folder left."""
     import signal
     import time
 
     out = tmp_path / "res"
     cmd = [str(SCRIPT), "deblur", str(images / "camera_blur.png"), "--psf", "gaussian:1.2", "--noise-std", "0.01",
-           "--weight", "8", "--method", "myula", "--particles", "2", "--iters", "1000000", "--out", str(out)]
+           "--weight", "8", "--method", "myula", "--particles", "2", "--iters", "100000", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until sampling has started
             if line.startswith("MAP done"):
                 break
-        time.sleep(3.0)
-        proc.send_signal(signal.SIGINT)
+        time.sleep(2.0)
+        proc.send_signal(getattr(signal, sig))
         rest, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "partial results written" in err and "Traceback" not in err
+    assert "done in" not in rest  # an interrupted run does not say "done"
     s = _summary(out)
-    assert "interrupted during sampling" in s["interrupted"] and s["note"].startswith("Ctrl-C")
+    assert "interrupted during sampling" in s["interrupted"] and s["note"].startswith(named)
     assert (out / "map.png").exists() and (out / "report.png").exists()
+    with np.load(out / "result.npz") as z:
+        assert np.isfinite(z["mean"]).all()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -100,9 +100,10 @@ def test_eit_calibration_data_ships_as_package_data():
     assert "*.json" in pyproject["tool"]["setuptools"]["package-data"]["invprob.data.calibration"]
 
 
-@pytest.mark.parametrize(("n_iter", "converged"), [(8, False), (None, True)])
+@pytest.mark.parametrize(("n_iter", "converged"), [(4, False), (None, True)])
 def test_deblur_status_follows_the_run_diagnostics(n_iter, converged):
-    """A fixed short budget is flagged (and warned about); the default adaptive budget converges and says so."""
+    """The shortest fixed budget (4 chain iterations) is flagged (and warned about); the default adaptive budget
+    converges and says so (8 iterations already pass on this small posterior: SK-ROCK mixes fast there)."""
     import numpy as np
 
     from invprob.solvers.deblur import DeblurConfig, deblur

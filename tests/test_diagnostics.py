@@ -142,7 +142,7 @@ def test_time_limit_stops_and_says_so(gauss_post):
 def _diag(**over) -> ConvergenceDiagnostics:
     base = dict(n_groups=4, n_splits=8, kept_iterations=100, burn_in_iterations=100, rhat_median=1.0,
                 rhat_q99=1.02, ess_median=500.0, ess_q01=100.0, std_mcse=0.02, mean_mcse=0.05, drift=0.0, trend=0.8,
-                failed=(), targets=DiagnosticsTargets())
+                mean_error=0.004, pattern_corr=0.97, failed=(), targets=DiagnosticsTargets())
     return ConvergenceDiagnostics(**{**base, **over})
 
 
@@ -154,13 +154,73 @@ def test_status_string_follows_the_diagnostics():
     assert "do not trust" in bad.status()
 
 
-@pytest.mark.parametrize("kw", [dict(rhat=1.0), dict(std_mcse=0), dict(drift=-1)])
+def _blocks_from(states: torch.Tensor, n_groups: int = 4) -> ChainBlocks:
+    blocks = ChainBlocks(states.shape[1], n_groups, 5, states[0, :1])
+    for s in states:
+        blocks.update(s)
+    return blocks
+
+
+def test_mean_error_sees_groups_whose_means_differ_where_the_std_checks_pass():
+    # 16 chains of iid draws on a 24x24 "image" whose std is 0.2; the 4 groups' means are offset by +-0.03 (as if
+    # each group sat in another region of a slowly mixing posterior). Std error, drift and trend stay fine.
+    gen = torch.Generator().manual_seed(1)
+    T, B = 400, 16
+    offsets = torch.tensor([0.03, -0.03, 0.03, -0.03]).repeat(4).reshape(B, 1, 1, 1)
+    ramp = torch.linspace(0, 1, 24).reshape(1, 1, 1, 24)
+    states = ramp + 0.2 * torch.randn(T, B, 1, 24, 24, generator=gen, dtype=torch.float64) + offsets
+    _, _, _, bad = diagnose(_blocks_from(states), DiagnosticsTargets())
+    _, _, _, good = diagnose(_blocks_from(states - offsets), DiagnosticsTargets())
+    assert good.mean_error < 0.01 < bad.mean_error  # exact: 0.2 / sqrt(3200) / 1 = 0.0035 vs 0.03 / 2 = 0.015
+    assert abs(bad.mean_error - 0.015) < 0.003
+    assert good.converged
+    assert not bad.converged and any("posterior mean's Monte-Carlo error" in f for f in bad.failed)
+
+
+def test_pattern_check_needs_a_resolved_std_map_and_passes_a_flat_one():
+    # std map 0.1 + 0.005 * (a smooth pattern, spatial sd ~2.5 % of the level): after 20 iterations of 4 chains its
+    # 2-px-smoothed Monte-Carlo noise (~1.6 % of the level) hides much of it, after 2000 of 8 it is resolved; a flat
+    # map passes once resolved to 1 %
+    gen = torch.Generator().manual_seed(2)
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, 32), torch.linspace(0, 3, 32), indexing="ij")
+    pattern = 0.1 + 0.005 * torch.sin(yy) * torch.cos(xx)
+    targets = DiagnosticsTargets()
+    few = torch.randn(20, 4, 1, 32, 32, generator=gen, dtype=torch.float64) * pattern
+    many = torch.randn(2000, 8, 1, 32, 32, generator=gen, dtype=torch.float64) * pattern
+    flat = torch.randn(2000, 8, 1, 32, 32, generator=gen, dtype=torch.float64) * 0.1
+    p_few = diagnose(_blocks_from(few), targets)[3].pattern_corr
+    p_many = diagnose(_blocks_from(many), targets)[3].pattern_corr
+    p_flat = diagnose(_blocks_from(flat), targets)[3].pattern_corr
+    assert p_few < 0.9 < p_many, (p_few, p_many)
+    assert p_flat == 1.0
+
+
+def test_diagnostics_are_measured_on_the_published_frame():
+    # free boundary: the band outside the frame is prior-only; the figures must come from the frame (published)
+    op = Blur(gaussian_kernel(1.0), (16, 16), boundary="free")
+    post = Posterior(op, op.pad_data(torch.zeros(1, 1, 16, 16)), 0.01, GaussianPrior(10.0))
+    x = torch.arange(float(torch.Size(post.event_shape).numel())).reshape(1, *post.event_shape)
+    assert tuple(post.published(x).shape[-2:]) == (16, 16) and post.event_shape[-1] > 16
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(200, 8, *post.event_shape, generator=gen, dtype=torch.float64)
+    states[..., :2] *= 50  # a wild band outside the frame
+    mean, _, _, framed = diagnose(_blocks_from(states), DiagnosticsTargets(), view=post.published)
+    cropped = diagnose(_blocks_from(post.published(states)), DiagnosticsTargets())[3]
+    assert mean.shape == states.shape[2:]  # the moments stay whole
+    for name in ("std_mcse", "mean_error", "pattern_corr", "rhat_q99", "ess_q01", "drift", "trend"):
+        assert getattr(framed, name) == pytest.approx(getattr(cropped, name), rel=1e-9), name
+    assert diagnose(_blocks_from(states), DiagnosticsTargets())[3].std_mcse != pytest.approx(cropped.std_mcse)
+
+
+@pytest.mark.parametrize("kw", [dict(rhat=1.0), dict(std_mcse=0), dict(drift=-1), dict(mean_error=0),
+                                dict(pattern_corr=1.0)])
 def test_targets_are_validated(kw):
     with pytest.raises(ValueError):
         DiagnosticsTargets(**kw)
 
 
-@pytest.mark.parametrize("kw", [dict(n_iter=2), dict(block_len=0), dict(time_limit=-1.0), dict(step_scale=0)])
+@pytest.mark.parametrize("kw", [dict(n_iter=2), dict(block_len=0), dict(time_limit=-1.0), dict(step_scale=0),
+                                dict(overdispersion=-1.0)])
 def test_chain_config_is_validated(kw):
     with pytest.raises(ValueError):
         PosteriorLangevinConfig(**kw)

@@ -18,7 +18,21 @@ import time
 import warnings
 from pathlib import Path
 
-from invprob.apps.common import DEVICE_HELP, Formatter, Parser, check_out_dir, cli_device
+from invprob.apps import signals
+from invprob.apps.common import (
+    DEVICE_HELP,
+    MAX_ITERS,
+    MAX_PARTICLES,
+    Formatter,
+    Parser,
+    bounded_int,
+    capped_threads,
+    check_free_space,
+    check_out_dir,
+    check_out_file,
+    cli_device,
+    seed_type,
+)
 from invprob.apps.errors import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
 from invprob.apps.io import normal_permissions, staged_directory
 
@@ -92,12 +106,12 @@ def _formats_arg(text: str) -> tuple[str, ...]:
 def _add_common(p: argparse.ArgumentParser, *, out_default: str | None, out_help: str) -> None:
     p.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
     p.add_argument("--force", action="store_true", help="replace an existing output")
-    p.add_argument("--seed", type=int, default=0, help="random seed (noise probes, sampler)")
+    p.add_argument("--seed", type=seed_type(), default=0, help="random seed (noise probes, sampler), 0 to 2^63 - 1")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + " (auto: CUDA when available)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no messages")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=bounded_int("--threads", 1), default=None, metavar="N",
                    help="CPU threads for torch (default: 1 up to 512x512 pixels, where more threads were measured "
-                        "slower, else torch's default)")
+                        "slower, else torch's default; capped to the available cores)")
 
 
 def _add_deblur_options(p: argparse.ArgumentParser, method_default: str) -> None:
@@ -109,11 +123,11 @@ def _add_deblur_options(p: argparse.ArgumentParser, method_default: str) -> None
                    help="prior weight (1/intensity for tv and l1); auto: minimum of the predictive SURE risk")
     p.add_argument("--method", default=method_default, choices=METHODS,
                    help="map: MAP only; a sampler adds the posterior mean and pixelwise std")
-    p.add_argument("--particles", type=int, default=None, metavar="N",
-                   help="particles or chains (default: per sampler)")
-    p.add_argument("--iters", type=int, default=None, metavar="K",
-                   help="sampler iterations, fixed exactly (pbrwp: also its posterior chains); default: pbrwp's "
-                        "chains run until their convergence diagnostics pass or --time-limit")
+    p.add_argument("--particles", type=bounded_int("--particles", 1, MAX_PARTICLES), default=None, metavar="N",
+                   help=f"particles or chains, at most {MAX_PARTICLES} (default: per sampler)")
+    p.add_argument("--iters", type=bounded_int("--iters", 1, MAX_ITERS), default=None, metavar="K",
+                   help=f"sampler iterations, fixed exactly (pbrwp: also its posterior chains), at most {MAX_ITERS}; "
+                        "default: pbrwp's chains run until their convergence diagnostics pass or --time-limit")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS",
                    help="stop pbrwp's self-checking chains after this long and say they did not converge "
                         "(default 60; 0: no limit)")
@@ -188,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  invprob demo\n  invprob demo --out demo_output --force\n"
                               "  invprob demo --size 128 --psf motion:9,30 --method map",
                        formatter_class=Formatter)
-    p.add_argument("--size", type=int, default=256, help="side of the (resized) cameraman image")
+    p.add_argument("--size", type=bounded_int("--size", 32, 2048), default=256,
+                   help="side of the (resized) cameraman image, 32 to 2048")
     p.add_argument("--psf", default="gaussian:1.5", metavar="SPEC", help=PSF_HELP)
     p.add_argument("--noise-std", default="0.01", metavar="S", help="noise standard deviation (image in [0, 1])")
     _add_deblur_options(p, DEFAULT_METHOD)
@@ -333,7 +348,7 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         "std_png_scale": std_scale,
         "outputs": files,
         "interrupted": info.get("interrupted"),
-        "note": ("Ctrl-C stopped the run; these outputs are partial: " + info["interrupted"])
+        "note": (f"{_signal_text()} stopped the run; these outputs are partial: " + info["interrupted"])
         if info.get("interrupted") else None,
     }
     for k in ("psf", "image", "device_name", "dtype"):
@@ -341,6 +356,11 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
             summary[k] = info[k]
     atomic_write_json(tmp / "summary.json", summary)
     return summary
+
+
+def _signal_text() -> str:
+    sig = signals.received()
+    return "Ctrl-C" if sig is None else signals.describe(sig)
 
 
 def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, extra: dict) -> int:
@@ -351,9 +371,17 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
     progress = not quiet and sys.stdout.isatty()
     say(f"deblurring {meta.path} ({meta.shape[0]}x{meta.shape[1]}, {meta.channels} channel(s)) on {checked.device}"
         f" with method {config.method}")
+    # maps as float32 NPZ/TIFF and PNGs, plus the report figure (a few MB): estimated up front, checked now
+    check_free_space(out, int(40 * data.size) + 4_000_000)
     t0 = time.perf_counter()
-    with pipeline.torch_threads(args.threads, data.size) as threads:
-        result = pipeline.deblur(data, config, truth=truth, progress=progress, checked=checked, log=say)
+    n_threads, note = capped_threads(args.threads)
+    if note:
+        say(note)
+    with pipeline.torch_threads(n_threads, data.size) as threads:
+        try:
+            result = pipeline.deblur(data, config, truth=truth, progress=progress, checked=checked, log=say)
+        except ValueError as exc:  # the pipeline's input checks (e.g. a constant image with --noise-std auto)
+            raise CLIError(f"{meta.path}: {exc}") from None
     extra = {**extra, "threads": threads}
     formats = _formats_arg(args.format)
     extra = {**extra, "kernel": checked.kernel.numpy()}
@@ -366,10 +394,14 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
         say("PSNR: " + ", ".join(parts))
     say(f"noise std {summary['noise_std']:.4g} ({'estimated' if config.noise_std == 'auto' else 'given'}), "
         f"weight {summary['weight']:.4g} ({summary['weight_rule']['source']})" if summary["weight"] is not None else "")
-    say(f"done in {total:.1f} s on {summary['device']}; outputs in {out}/: {', '.join(sorted(summary['outputs']))}")
     if result.interrupted:
         print(f"invprob: interrupted: partial results written to {out} ({result.interrupted})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return signals.exit_code(EXIT_INTERRUPTED)
+    say(f"done in {total:.1f} s on {summary['device']}; outputs in {out}/: {', '.join(sorted(summary['outputs']))}")
+    if signals.received() is not None:
+        print(f"invprob: {signals.signal_name(signals.received())} received while writing; the outputs in {out} "
+              "are complete", file=sys.stderr)
+        return signals.exit_code()
     return 0
 
 
@@ -377,13 +409,7 @@ def _config_from_args(args, psf: str, noise):
     from invprob.solvers.deblur import DeblurConfig
 
     weight = _weight_arg(args.weight)
-    for name in ("particles", "iters"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise CLIError(f"--{name} must be a positive integer, got {v}")
     _formats_arg(args.format)
-    if args.threads is not None and args.threads < 1:
-        raise CLIError(f"--threads must be a positive integer, got {args.threads}")
     limit = args.time_limit
     if not math.isfinite(limit) or limit < 0:
         raise CLIError(f"--time-limit must be a non-negative number of seconds, got {limit}")
@@ -410,7 +436,7 @@ def cmd_deblur(args, argv) -> int:
                           UserWarning, stacklevel=1)
     checked = _validate(config, data.shape)
     out = Path(args.out) if args.out else Path(Path(args.input).stem + "_deblurred")
-    check_out_dir(out, args.force)
+    check_out_dir(out, args.force, inputs=(args.input, args.truth))
     extra = {"command": "deblur", "truth_path": args.truth, "input_desc": {}}
     return _run_deblur_job(data, meta, truth, config, checked, out, args, argv, extra)
 
@@ -432,10 +458,7 @@ def cmd_blur(args, argv) -> int:
     if kh > H or kw > W:
         raise CLIError(f"the PSF ({kh}x{kw} pixels) is bigger than the image ({H}x{W})")
     device = cli_device(args.device)
-    if out.exists() and not args.force:
-        raise CLIError(f"output file {out} already exists; use --force to replace it")
-    if out.is_dir():
-        raise CLIError(f"output {out} is a folder; give a file name")
+    check_out_file(out, args.force, inputs=(args.clean,))
     y = blur_image(data, psf.kernel, boundary=args.boundary, noise_std=noise, seed=int(args.seed), device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_image(out, y, meta)
@@ -480,8 +503,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``invprob`` console script; returns the exit code (0, 2 on user errors, 130 on Ctrl-C)."""
+    """Entry point of the ``invprob`` console script; returns the exit code (0; 2 on user errors; 130, 143, 129 on
+    SIGINT, SIGTERM, SIGHUP, with the partial result written where one exists: :mod:`invprob.apps.signals`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with signals.handled():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
@@ -502,9 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        why = str(exc) or "Ctrl-C"
+        print(f"{PROG}: interrupted ({why}) before a result existed; nothing was written", file=sys.stderr)
+        return signals.exit_code(EXIT_INTERRUPTED)
+    except OSError as exc:  # the file system refused (disk full, read-only, permissions): the user's to fix
+        if os.environ.get("INVPROB_DEBUG"):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # a bug or a numerical failure: one line, the traceback on request
         if os.environ.get("INVPROB_DEBUG"):
             raise

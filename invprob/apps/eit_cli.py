@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from invprob.apps.common import DEVICE_HELP, Formatter, check_out_dir, cli_device
+from invprob.apps.common import (
+    DEVICE_HELP,
+    MAX_ITERS,
+    MAX_PARTICLES,
+    Formatter,
+    bounded_int,
+    check_out_dir,
+    cli_device,
+    seed_type,
+)
 from invprob.apps.errors import CLIError
-from invprob.apps.io import staged_directory
+from invprob.apps.io import safe_message, staged_directory
 
 __all__ = ["add_parser", "run"]
 
@@ -51,7 +60,7 @@ constant background), result.png (MAP | mean | std [| truth | error]), result.xd
 def _common(p):
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed (noise, sampler)")
+    p.add_argument("--seed", type=seed_type(), default=0, help="random seed (noise, sampler), 0 to 2^63 - 1")
     p.add_argument(
         "--device",
         default="auto",
@@ -102,7 +111,8 @@ def add_parser(subparsers) -> None:
         help="user conductivity: NPZ with 'xy' (k, 2) and 'values' (k,), nearest point per cell",
     )
     p.add_argument("--background", type=float, default=1.0, help="background conductivity")
-    p.add_argument("--electrodes", type=int, default=16, help="number of electrodes")
+    p.add_argument("--electrodes", type=bounded_int("--electrodes", 4, 256), default=16,
+                   help="number of electrodes, 4 to 256")
     p.add_argument("--radius", type=float, default=1.0, help="disk radius")
     p.add_argument("--coverage", type=float, default=0.5, help="fraction of the boundary under electrodes")
     p.add_argument("--h", type=float, default=0.035, help="cell size of the simulation mesh (relative to the radius)")
@@ -151,8 +161,9 @@ def add_parser(subparsers) -> None:
         dest="std_estimator",
         help="which std is published (both are in result.npz)",
     )
-    p.add_argument("--particles", type=int, default=40, help="particles (PBRWP) or chains (MLA)")
-    p.add_argument("--iters", type=int, default=30, help="sampler iterations")
+    p.add_argument("--particles", type=bounded_int("--particles", 2, MAX_PARTICLES), default=40,
+                   help="particles (PBRWP) or chains (MLA)")
+    p.add_argument("--iters", type=bounded_int("--iters", 2, MAX_ITERS), default=30, help="sampler iterations")
     p.add_argument(
         "--h",
         type=float,
@@ -209,8 +220,12 @@ def _check_simulate(args) -> None:
         raise CLIError(f"--coverage must lie in (0, 1), got {args.coverage}")
     if args.electrodes < 4:
         raise CLIError(f"--electrodes must be at least 4, got {args.electrodes}")
-    if args.h > 0.3:
-        raise CLIError(f"--h must be at most 0.3 (relative to the radius), got {args.h}")
+    if not 0.01 <= args.h <= 0.3:
+        raise CLIError(f"--h must lie in [0.01, 0.3] (relative to the radius), got {args.h}")
+    arc = 2 * math.pi / args.electrodes  # one electrode plus one gap, relative to the radius
+    if min(args.coverage, 1 - args.coverage) * arc < args.h:
+        raise CLIError(f"{args.electrodes} electrodes at coverage {args.coverage:g} are smaller than the mesh cells "
+                       f"(--h {args.h:g}): use fewer electrodes or a smaller --h")
 
 
 def _read_values(path_text: str):
@@ -225,6 +240,10 @@ def _read_values(path_text: str):
         raise CLIError(f"--values: cannot read {pv} as an NPZ with 'xy' and 'values' ({exc})") from None
     if xy.ndim != 2 or xy.shape[1] != 2 or vals.shape != (xy.shape[0],) or not np.all(vals > 0):
         raise CLIError("--values: 'xy' must be (k, 2) and 'values' (k,) positive")
+    if xy.shape[0] == 0:
+        raise CLIError(f"--values: {pv} holds no points (k = 0)")
+    if not (np.all(np.isfinite(xy)) and np.all(np.isfinite(vals))):
+        raise CLIError(f"--values: {pv} holds NaN or infinite values")
     return xy, vals
 
 
@@ -318,7 +337,7 @@ def _run_simulate(args) -> int:
     with staged_directory(out) as tmp:
         _write_simulation(tmp, args, sim, fine, phantom, R, t0)
     say(f"wrote {out}/data.npz ({sim.data.data.size} measurements, {fine.n_cells} cells)")
-    return 0
+    return _finished(out, None)
 
 
 # ------------------------------------------------------------------------------------------------------ reconstruct
@@ -379,10 +398,26 @@ def _load(path: Path, fmt: str, args):
     except CLIError:
         raise
     except ValueError as exc:
-        raise CLIError(f"{path}: {exc}") from None
+        raise CLIError(f"{path}: {safe_message(exc)}") from None
     except Exception as exc:
-        raise CLIError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+        raise CLIError(f"cannot read {path} ({type(exc).__name__}: {safe_message(exc)})") from None
+    _check_voltages(path, data, extra)
     return data, extra
+
+
+def _check_voltages(path: Path, data, extra: dict) -> None:
+    """Refuse non-finite or all-zero voltages (of the data and of a reference stored with it), naming the file."""
+    frames = [("voltages", np.asarray(data.voltages, dtype=float))]
+    if "reference_voltages" in extra:
+        frames.append(("reference_voltages", np.asarray(extra["reference_voltages"], dtype=float)))
+    for name, v in frames:
+        if v.size == 0:
+            raise CLIError(f"{path}: {name} is empty")
+        bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+        if bad:
+            raise CLIError(f"{path}: {name} holds {bad} NaN or infinite value(s)")
+        if not np.any(v != 0):
+            raise CLIError(f"{path}: every value of {name} is zero (no signal to reconstruct from)")
 
 
 def _geometry(fmt: str, data, extra: dict, args):
@@ -553,6 +588,20 @@ def _run_reconstruct(args) -> int:
     with staged_directory(out) as tmp:
         _write_reconstruction(tmp, args, res, mesh, truth, run, say)
     say(f"wrote {out}/ (result.npz, summary.json, result.png{'' if args.no_xdmf else ', result.xdmf'})")
+    return _finished(out, res.info.get("interrupted"))
+
+
+def _finished(out: Path, interrupted: str | None) -> int:
+    """0, or the signal's exit code with one line when the run was interrupted (its partial result written)."""
+    from invprob.apps import signals
+
+    if interrupted:
+        print(f"invprob: interrupted: partial results written to {out} ({interrupted})", file=sys.stderr)
+        return signals.exit_code()
+    if signals.received() is not None:
+        print(f"invprob: {signals.signal_name(signals.received())} received while writing; the outputs in {out} "
+              "are complete", file=sys.stderr)
+        return signals.exit_code()
     return 0
 
 

@@ -30,6 +30,7 @@ from invprob.results import atomic_write_bytes
 
 __all__ = [
     "normal_permissions",
+    "safe_message",
     "publish_directory",
     "staged_directory",
     "IMAGE_SUFFIXES",
@@ -182,13 +183,33 @@ def _png16_decode(path: Path) -> np.ndarray:
     return img[..., 0] if nch == 1 else img
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """An NPY image, memory-mapped first: a header that declares more data than the file holds (a 1 KB file
+    declaring 3 GB) fails before anything is allocated; object arrays are never unpickled."""
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "mmap length" in str(exc) or "cannot mmap" in str(exc).lower():
+            raise ValueError("truncated: its header declares more data than the file holds") from None
+        raise
+    return np.array(mapped)
+
+
+def safe_message(exc: BaseException) -> str:
+    """The first line of an exception's message, without numpy's advice to load pickled data unsafely."""
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "pickle" in msg.lower():
+        return "it holds pickled (object) data, which invprob never loads, or is not a valid NumPy file"
+    return msg
+
+
 def _load_raw(path: Path, fmt: str) -> np.ndarray:
     if fmt == "png":
         head = _png_header(path)
         if head is not None and head[0] == 16 and head[1] in (2, 4, 6):
             return _png16_decode(path)
     if fmt == "npy":
-        return np.load(path, allow_pickle=False)
+        return _load_npy(path)
     if fmt == "tiff":
         import tifffile
 
@@ -219,6 +240,8 @@ def read_image(path: str | Path, *, name: str = "input") -> tuple[np.ndarray, Im
     ((1, 16, 16), 'float')
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise CLIError(f"{name} {path} is a broken or looping symbolic link")
     if not path.exists():
         raise CLIError(f"{name} file not found: {path}")
     if not path.is_file():
@@ -229,12 +252,14 @@ def read_image(path: str | Path, *, name: str = "input") -> tuple[np.ndarray, Im
             warnings.simplefilter("ignore", DeprecationWarning)  # imageio's plugin probing on odd files
             raw = np.asarray(_load_raw(path, fmt))
     except Exception as exc:  # any decoder failure is a user error about this file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CLIError(f"cannot read {name} image {path}: {msg}") from None
+        raise CLIError(f"cannot read {name} image {path}: {safe_message(exc)}") from None
     if not fmt:
         fmt = "image"
     if raw.dtype == object or raw.dtype.kind not in "uif" or raw.size == 0:
         raise CLIError(f"cannot read {name} image {path}: unsupported data (dtype {raw.dtype}, shape {raw.shape})")
+    if raw.dtype.kind in "ui" and raw.dtype not in (np.uint8, np.uint16):
+        raise CLIError(f"{name} image {path} is {raw.dtype}: integer images must be 8- or 16-bit unsigned (scaled "
+                       "to [0, 1]); save other integers as float to use their values as they are")
     raw = np.squeeze(raw) if raw.ndim > 3 else raw
     if raw.ndim == 2:
         arr = raw[None]
@@ -358,28 +383,56 @@ def normal_permissions(path: Path) -> None:
 
 
 def publish_directory(tmp: Path, out: Path) -> None:
-    """Move the finished temporary folder into place, replacing ``out`` (already checked) if it exists."""
+    """Move the finished temporary folder into place, replacing ``out`` (already checked) if it exists.
+
+    The folder gets its mark (:data:`invprob.apps.common.OUTPUT_MARK`, the list of its files) first, so that a
+    later ``--force`` may replace it and nothing else. If the final rename fails, ``out`` is put back and the
+    set-aside copy removed: no stray ``.NAME.old-*`` folder is left.
+    """
+    import json
+
+    from invprob.apps.common import OUTPUT_MARK
+
+    files = sorted(p.name for p in tmp.iterdir())
+    atomic_write_bytes(tmp / OUTPUT_MARK, json.dumps({"tool": "invprob", "files": files}).encode())
     normal_permissions(tmp)
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
         os.replace(out, trash / out.name)
-        os.replace(tmp, out)
+    except OSError as exc:
         shutil.rmtree(trash, ignore_errors=True)
-    else:
+        raise CLIError(f"cannot replace {out}: {exc.strerror or exc}") from None
+    try:
         os.replace(tmp, out)
+    except OSError as exc:
+        os.replace(trash / out.name, out)
+        shutil.rmtree(trash, ignore_errors=True)
+        raise CLIError(f"cannot replace {out}: {exc.strerror or exc}") from None
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def staged_directory(out: Path):
     """Write a command's outputs into a temporary folder beside ``out``; when the block ends normally the folder
     is published as ``out`` (:func:`publish_directory`), when it raises (Ctrl-C included) it is removed and
-    ``out`` is left as it was."""
+    ``out`` is left as it was. Signals are deferred while the block runs
+    (:func:`invprob.apps.signals.deferred`): a run that is writing finishes writing."""
+    from invprob.apps.signals import ACTIVE_STAGING, deferred
+
     parent = Path(out).resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.tmp-", dir=parent))
+    ACTIVE_STAGING.add(tmp)
     try:
-        yield tmp
-        publish_directory(tmp, Path(out))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with deferred():
+            try:
+                yield tmp
+                publish_directory(tmp, Path(out))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    finally:
+        ACTIVE_STAGING.discard(tmp)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from invprob.apps.common import DEVICE_HELP, Formatter, Parser, check_out_dir, cli_device
+from invprob.apps.common import DEVICE_HELP, Formatter, Parser, check_writable_parent, cli_device, seed_type
 from invprob.apps.errors import EXIT_USAGE, CLIError
 
 __all__ = ["add_train_parser", "main", "run_train"]
@@ -29,7 +29,7 @@ def _add_rwpo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (identical continuation)")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in OUT")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=None, help="override the config's training seed")
+    p.add_argument("--seed", type=seed_type(), default=None, help="override the config's training seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,7 +66,10 @@ def _train(args: argparse.Namespace):
     if getattr(args, "train_command", "rwpo") != "rwpo":
         raise CLIError(f"unknown learned solver {args.train_command!r}")
     device = cli_device(args.device)
-    check_out_dir(Path(args.out), force=True)  # a file or an unwritable place; an old checkpoint: see below
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output {out} exists and is not a folder; give a folder name for --out")
+    check_writable_parent(out)  # an old checkpoint in the folder: train_from_config decides (--resume/--force)
     from invprob.solvers.learned.training import train_from_config
 
     try:

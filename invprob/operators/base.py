@@ -71,6 +71,11 @@ class LinearOperator:
         """``||A||^2`` = largest eigenvalue of ``A^T A`` (Lanczos unless a subclass knows it)."""
         return lanczos_max_eigenvalue(self.A_adjoint_A, tuple(self.domain_shape), dtype=dtype, device=device)
 
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of a domain state that results report (the observed frame of an extended domain); the
+        identity unless a subclass extends its domain beyond the data."""
+        return x
+
     def fourier_symbol(self, dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor | None:
         """Transfer function on the domain's ``rfft2`` grid when ``A`` is a circulant convolution, else ``None``."""
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -54,7 +56,10 @@ class Blur(LinearOperator):
     def __init__(self, kernel, image_shape: tuple[int, ...], *, boundary: str = "circular"):
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        shape = tuple(int(s) for s in image_shape)
+        try:
+            shape = tuple(operator.index(s) for s in image_shape)
+        except TypeError:
+            raise ValueError(f"image_shape must hold integers, got {image_shape!r}") from None
         if len(shape) == 2:
             shape = (1, *shape)
         if len(shape) != 3 or min(shape) < 1:

@@ -8,6 +8,7 @@ is nearly pure noise.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,16 @@ def noise_level(image: np.ndarray, noise_std: float | str = "auto", *, floor: fl
     """
     if noise_std != "auto":
         return NoiseLevel(float(noise_std), "given")
+    value_range = float(np.max(image) - np.min(image))
+    if not value_range > 1e-12 * max(float(np.max(np.abs(image))), 1.0):
+        raise ValueError("the image is constant: its noise std cannot be estimated (and there is nothing to "
+                         "deblur); give the noise std explicitly")
     sigma = estimate_noise_std(image)
-    low = floor * max(float(np.max(image) - np.min(image)), 1e-12)
+    low = floor * value_range
     if sigma < low:
         txt = f"{floor:.0e}".replace("e-0", "e-")
+        warnings.warn(f"the estimated noise std ({sigma:.3g}) is below {txt} x the data range: the image looks "
+                      f"noise-free; using {low:.3g} (give the noise std explicitly if you know it)", UserWarning,
+                      stacklevel=2)
         return NoiseLevel(low, _RULE + f"; the estimate was below the floor {txt} x data range, set to {low:.3g}")
     return NoiseLevel(sigma, _RULE)

@@ -386,6 +386,7 @@ def _build(
 
     h, h_e = options.h, options.size_at_electrodes
     initialized_here = not gmsh.isInitialized()
+    handlers = _python_signal_handlers()
     if initialized_here:
         gmsh.initialize(interruptible=False)
     try:
@@ -429,7 +430,28 @@ def _build(
     finally:
         if initialized_here:
             gmsh.finalize()
+        _restore_signal_handlers(handlers)
     return EITMesh(data.mesh, data.facet_tags, layout, centre=centre, shape=shape)
+
+
+def _python_signal_handlers() -> dict:
+    """The Python handlers of SIGINT/SIGTERM/SIGHUP (main thread only): gmsh resets SIGTERM and SIGHUP to their
+    default action at the C level (measured), which would kill a caller that handles them (``invprob.apps``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)  # re-installs it at the C level too
 
 
 def _layout(electrodes: ElectrodeLayout | int | None) -> ElectrodeLayout:

@@ -143,7 +143,8 @@ class Protocol:
         if self.keep is not None:
             keep = np.array(self.keep, dtype=bool)
             if keep.shape != (cur.shape[0], meas.shape[0]):
-                raise ValueError(f"keep: expected shape {(cur.shape[0], meas.shape[0])}, got {keep.shape}")
+                raise ValueError(f"keep has shape {keep.shape}, but currents hold {cur.shape[0]} injection(s) and "
+                                 f"measurements {meas.shape[0]} row(s): the arrays disagree (one of them cut?)")
             keep.setflags(write=False)
             object.__setattr__(self, "keep", keep)
 

@@ -218,12 +218,21 @@ def reconstruct(
     t0 = time.perf_counter()
     # quadratic prior: its exact Hessian; TV/L1: the lagged-diffusivity majorizer (the exact Hessian of the
     # eps-smoothed prior is ~1/eps on flat regions and ~0 across jumps: not a usable Gaussian approximation)
-    std_lap = laplace_covariance(post, res_map.x, prior_kind="majorizer").numpy()
+    smp, info["interrupted"] = None, None
+    try:
+        std_lap = laplace_covariance(post, res_map.x, prior_kind="majorizer").numpy()
+    except KeyboardInterrupt as exc:  # keep the finished MAP (Ctrl-C, or SIGTERM/SIGHUP through invprob.apps)
+        std_lap = np.full(mesh.n_cells, np.nan)
+        info["interrupted"] = f"interrupted ({exc or 'Ctrl-C'}) during the Laplace std: the MAP is complete, std is NaN"
     timings["laplace_s"] = time.perf_counter() - t0
-    smp = None
-    if config.method in ("pbrwp", "mla"):
-        smp = sample_posterior(post, res_map.x, config, std_laplace=std_lap, progress=progress, device=device,
-                               say=say)
+    if config.method in ("pbrwp", "mla") and info["interrupted"] is None:
+        try:
+            smp = sample_posterior(post, res_map.x, config, std_laplace=std_lap, progress=progress, device=device,
+                                   say=say)
+        except KeyboardInterrupt as exc:
+            info["interrupted"] = (f"interrupted ({exc or 'Ctrl-C'}) during the sampler: the MAP and the Laplace "
+                                   "std are complete, the mean is the MAP")
+    if smp is not None:
         timings.update(preconditioner_s=smp.preconditioner_s, sampler_s=smp.sampler_s)
         say(f"{smp.sampler_name}: {smp.n_iter} iterations x {config.n_particles} particles, {smp.sampler_s:.1f} s; "
             f"sampler std / Laplace std median {smp.info['std_ratio_to_laplace']['median']:.3f}")

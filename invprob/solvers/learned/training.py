@@ -519,6 +519,17 @@ def _read_spec(path: Path, seed: int | None) -> dict:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text (JSON) file") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"config file {path} must hold a JSON object, got a {type(spec).__name__}")
+    unknown = set(spec) - {"mode", "model", "training", "target", "problem", "comment", "description"}
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {path}: {sorted(unknown)} (known: mode, model, training, "
+                         "target, problem)")
+    for key in ("model", "training", "target", "problem"):
+        if key in spec and not isinstance(spec[key], dict):
+            raise ValueError(f"config file {path}: {key!r} must be an object")
     if seed is not None:
         if not isinstance(spec.get("training", {}), dict):
             raise ValueError(f"config file {path}: 'training' must be an object")
@@ -600,6 +611,8 @@ def train_from_config(
         raise ValueError(
             f"out_dir {out_dir} already holds a checkpoint: pass resume=True (--resume) or force=True (--force)"
         )
+    if resume and not (out_dir / "checkpoint.pt").exists():
+        raise ValueError(f"nothing to resume: {out_dir} holds no checkpoint.pt")
     dev = resolve_device(device)
     mode = spec.get("mode", "generative")
     builders = {"generative": _generative_runner, "reconstruction": _reconstruction_runner}

@@ -166,6 +166,10 @@ class Target:
         dg = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
         return f, g, dg
 
+    def published(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of a state that results report (:meth:`invprob.potential.Potential.published`)."""
+        return self.potential.published(x)
+
     def value(self, x: torch.Tensor) -> torch.Tensor:
         """``V(x)`` only (one forward operator call for a linear posterior, none for a circulant one)."""
         return self.potential.fn(x)
@@ -436,7 +440,7 @@ class Sampler:
 
 
 def _run_settings(n_particles, n_iter, burn_in, keep_samples, log_every, chunk_size, spread) -> RunSettings:
-    n_particles = _check_int("n_particles", n_particles, 1)
+    n_particles = _check_int("n_particles", n_particles, 2)  # a std (and PBRWP's particle interaction) needs two
     n_iter = _check_int("n_iter", n_iter, 1)
     burn_in = n_iter // 2 if burn_in is None else _check_int("burn_in", burn_in, 0)
     if burn_in >= n_iter:

@@ -32,7 +32,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.solvers.samplers.base import randn_like
-from invprob.solvers.samplers.diagnostics import BLIND_SPOT, ChainBlocks, DiagnosticsTargets, diagnose
+from invprob.solvers.samplers.diagnostics import BLIND_SPOT, ChainBlocks, DiagnosticsTargets, coarse_view, diagnose
 from invprob.solvers.samplers.estimators import EstimatorOutput, UncertaintyEstimator
 
 __all__ = ["ChainMoments", "PosteriorLangevin", "PosteriorLangevinConfig", "SKRock"]
@@ -143,13 +143,14 @@ class PosteriorLangevin(UncertaintyEstimator):
         if cfg.overdispersion > 0:
             z = z + (cfg.overdispersion / math.sqrt(beta)) * precond.sqrt_apply(randn_like(z, gen))
         blocks = ChainBlocks(z.shape[0], cfg.n_groups, self._block_len(), x.mean(0, keepdim=True),
-                             control_variates=p_over_beta is not None)
+                             control_variates=p_over_beta is not None,
+                             coarse=coarse_view(target.published, tuple(x.shape[1:])))
         run = _ChainRun(target, precond, eta, noise, gen, blocks, scheme)
         stop = run.go(z, cfg, p_over_beta, self.progress, state.keep_samples)
         if not blocks.ready():
             raise ValueError("posterior-langevin: the chains stopped before four diagnostics blocks "
                              f"({blocks.iterations} iterations); raise the time limit or the iteration budget")
-        mean, var, coef, diag_ = diagnose(blocks, cfg.targets, p_over_beta)
+        mean, var, coef, diag_ = diagnose(blocks, cfg.targets, p_over_beta, view=target.published)
         if not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("posterior-langevin chains produced non-finite values; lower step_scale")
         info = self._info(eta, coef, diag_, stop, run)
@@ -176,8 +177,10 @@ class PosteriorLangevin(UncertaintyEstimator):
                               "Euler, step eta = step_scale / L") + " in the M metric) started overdispersed "
                            "around the particles"
                            + ("; zero-variance control variates" if coef is not None else "; plain moments")
-                           + f"; checked by split-R-hat, ESS, std Monte-Carlo error, half-to-half drift and mean "
-                             f"trend over {diag.n_groups} chain groups; {BLIND_SPOT}",
+                           + f"; checked by split-R-hat, ESS, std Monte-Carlo error, half-to-half drift, mean "
+                             f"trend, mean Monte-Carlo error and std-map pattern over {diag.n_groups} chain groups "
+                             f"on the published frame" + (", and at the 8x8-pixel scale" if diag.coarse else "")
+                           + f"; {BLIND_SPOT}",
             "calibration_status": status,
             "converged": diag.converged,
             "diagnostics": diag.as_dict(),
@@ -218,7 +221,7 @@ class ChainMoments(UncertaintyEstimator):
             info["calibration_status"] = ("not converged: too few chains or iterations after burn-in for "
                                           "convergence diagnostics; do not trust the std map as calibrated")
             return EstimatorOutput(particles.mean, particles.variance().sqrt(), info)
-        _, _, _, diag = diagnose(self.blocks, self.targets, None)
+        _, _, _, diag = diagnose(self.blocks, self.targets, None, view=target.published)
         info.update({"calibration_status": diag.status(), "converged": diag.converged,
                      "diagnostics": diag.as_dict()})
         return EstimatorOutput(particles.mean, particles.variance().sqrt(), info)
@@ -315,7 +318,7 @@ class _ChainRun:
             if bar is not None:
                 bar.update(self.iterations - bar.n)
             return False
-        diag = diagnose(self.blocks, cfg.targets, p_over_beta)[3]
+        diag = diagnose(self.blocks, cfg.targets, p_over_beta, view=self.target.published)[3]
         self.history.append({"iteration": self.iterations, "time_s": self.elapsed, "std_mcse": diag.std_mcse,
                              "rhat_q99": diag.rhat_q99, "drift": diag.drift, "converged": diag.converged})
         if bar is not None:

@@ -53,6 +53,9 @@ class SmoothedPosterior(Potential):
     def lipschitz(self, precond=None) -> float:
         return self.posterior.lipschitz(precond, prior_lipschitz=self.prior_lipschitz())
 
+    def published(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior.published(x)
+
 
 class PriorSmoothed(SmoothedPosterior):
     """The prior's own smoothing: ``R_s = prior.fn_smooth`` with gradient ``prior.grad`` (TV: ``eps``)."""

@@ -70,7 +70,9 @@ def std_ratio_median(std: torch.Tensor, std_ref: torch.Tensor) -> float:
     return float((std.double() / std_ref.double()).flatten().median())
 
 
-def _gaussian_smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``img`` (``(..., H, W)``) smoothed by a Gaussian of ``sigma`` pixels over its last two axes, every leading
+    index on its own, reflecting at the edges (float64)."""
     r = int(math.ceil(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     k = torch.exp(-(t**2) / (2 * sigma**2))
@@ -87,8 +89,8 @@ def smoothed_correlation(std: torch.Tensor, std_ref: torch.Tensor, sigma: float 
     own) with ``sigma`` pixels."""
     if std.numel() != std_ref.numel():
         raise ValueError(f"std maps of shapes {tuple(std.shape)} and {tuple(std_ref.shape)} cannot be compared")
-    a = _gaussian_smooth(std, sigma).flatten()
-    b = _gaussian_smooth(std_ref, sigma).flatten()
+    a = gaussian_smooth(std, sigma).flatten()
+    b = gaussian_smooth(std_ref, sigma).flatten()
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
 
