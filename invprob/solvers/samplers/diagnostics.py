@@ -320,13 +320,13 @@ def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torc
     ess = n_splits * W / between.clamp_min(1e-300)
     std = var.clamp_min(0).sqrt()
     scale = std.clamp_min(1e-300)
-    std_mcse = _group_std_mcse(m, v, counts) / scale
+    g_mean, g_std = _group_moments(m, v, counts)
+    std_mcse = g_std.std(0, unbiased=True) / math.sqrt(g_std.shape[0]) / scale  # sd_g(std_g) / sqrt(G)
     mean_mcse = (between / n_splits).sqrt() / scale
     h1, h2 = _half_std(m, v, counts)
     drift = (h2 - h1) / scale
     q = _quantiles
     n_groups = n_splits // 2
-    g_mean, g_std = _group_moments(m, v, counts)
     center = blocks.center[0] if view is None else view(blocks.center[0])
     figures = {"mean_error": _mean_error(g_mean, mean + center, std), "pattern_corr": _pattern_corr(g_std),
                "rhat_median": q(rhat, 0.5), "rhat_q99": q(rhat, 0.99), "ess_median": q(ess, 0.5),
@@ -365,12 +365,6 @@ def _group_moments(m, v, counts):
         means.append(mk)
         stds.append(vk.clamp_min(0).sqrt())
     return torch.stack(means), torch.stack(stds)
-
-
-def _group_std_mcse(m, v, counts):
-    """Per pixel ``sd_g(std_g) / sqrt(G)`` over the groups (each group's two halves pooled)."""
-    stds = _group_moments(m, v, counts)[1]
-    return stds.std(0, unbiased=True) / math.sqrt(stds.shape[0])
 
 
 def _mean_error(g_mean, mean, std) -> float:
