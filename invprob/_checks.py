@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -46,6 +47,28 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
         kind = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be a finite {kind} number, got {value!r}")
     return v
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool, not a float such as ``16.5``) >= ``minimum``.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``name`` otherwise.
+
+    Examples
+    --------
+    >>> check_int("levels", 3)
+    3
+    >>> check_int("size", 2.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: size must be an integer >= 1, got 2.5
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:

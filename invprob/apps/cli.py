@@ -413,9 +413,12 @@ def _config_from_args(args, psf: str, noise):
     limit = args.time_limit
     if not math.isfinite(limit) or limit < 0:
         raise CLIError(f"--time-limit must be a non-negative number of seconds, got {limit}")
-    return DeblurConfig(psf=psf, noise_std=noise, prior=args.prior, weight=weight, method=args.method,
-                        n_particles=args.particles, n_iter=args.iters, seed=int(args.seed), device=args.device,
-                        boundary=args.boundary, time_limit=limit or None)
+    try:  # DeblurConfig checks its fields at construction
+        return DeblurConfig(psf=psf, noise_std=noise, prior=args.prior, weight=weight, method=args.method,
+                            n_particles=args.particles, n_iter=args.iters, seed=int(args.seed), device=args.device,
+                            boundary=args.boundary, time_limit=limit or None)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------------ commands

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invprob._checks import check_int
+
 __all__ = [
     "PSF_HELP",
     "KernelSpec",
@@ -79,9 +81,7 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     sigma = float(sigma)
     if size is None:
         size = 2 * math.ceil(3 * sigma) + 1
-    if not (_is_real(size) and int(size) >= 1):
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-    size = int(size) | 1
+    size = check_int("size", size) | 1
     r = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
     return normalize_kernel(torch.outer(g, g))
@@ -104,6 +104,7 @@ def motion_kernel(length: float, angle: float, *, oversample: int = 8) -> torch.
         raise ValueError(f"length must be a positive number, got {length!r}")
     if not _is_real(angle):
         raise ValueError(f"angle must be a finite number of degrees, got {angle!r}")
+    check_int("oversample", oversample)
     length, angle = float(length), float(angle)
     half = length / 2
     size = 2 * math.ceil(half) + 1

@@ -139,6 +139,9 @@ class DeblurConfig:
     time_limit: float | None = 60.0
     keep_samples: int = 0
 
+    def __post_init__(self):
+        _check_fields(self)
+
 
 @dataclass(frozen=True)
 class CheckedConfig:
@@ -256,24 +259,10 @@ def torch_threads(threads: int | None, n_values: int):
         torch.set_num_threads(old)
 
 
-def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> CheckedConfig:
-    """Check everything that can be checked before any work: returns the parsed PSF and device.
-
-    Raises
-    ------
-    ValueError
-        One line naming the bad field (the command line shows it as its own error).
-    """
-    psf = kernel_from_spec(config.psf)
-    H, W = image_shape[-2:]
-    kh, kw = psf.kernel.shape
-    if kh > H or kw > W:
-        raise ValueError(f"the PSF ({kh}x{kw} pixels) is bigger than the image ({H}x{W}); "
-                         "crop the PSF or use a larger image")
+def _check_fields(config: DeblurConfig) -> None:
+    """The checks of :class:`DeblurConfig` that need no image (run at construction): one-line ValueErrors."""
     if config.boundary not in BOUNDARIES:
         raise ValueError(f"unknown boundary {config.boundary!r}: use one of {', '.join(BOUNDARIES)}")
-    if config.boundary == "reflect" and (kh // 2 >= H or kw // 2 >= W):
-        raise ValueError("the reflect boundary needs a PSF less than twice the image size")
     if config.noise_std != "auto":
         s = config.noise_std
         if not isinstance(s, int | float) or not math.isfinite(s) or s <= 0:
@@ -298,6 +287,27 @@ def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> Check
         raise ValueError(f"keep_samples must be a non-negative integer, got {config.keep_samples!r}")
     if config.method in ("pbrwp", "brwp") and config.n_particles is not None and config.n_particles < 2:
         raise ValueError(f"--method {config.method} needs at least 2 particles")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2**63 - 1], got {config.seed!r}")
+    kernel_from_spec(config.psf)
+
+
+def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> CheckedConfig:
+    """Check everything that can be checked before any work: returns the parsed PSF and device.
+
+    Raises
+    ------
+    ValueError
+        One line naming the bad field (the command line shows it as its own error).
+    """
+    psf = kernel_from_spec(config.psf)
+    H, W = image_shape[-2:]
+    kh, kw = psf.kernel.shape
+    if kh > H or kw > W:
+        raise ValueError(f"the PSF ({kh}x{kw} pixels) is bigger than the image ({H}x{W}); "
+                         "crop the PSF or use a larger image")
+    if config.boundary == "reflect" and (kh // 2 >= H or kw // 2 >= W):
+        raise ValueError("the reflect boundary needs a PSF less than twice the image size")
     if config.method != "map":
         try:
             import invprob.solvers.samplers  # noqa: F401

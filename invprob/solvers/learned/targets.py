@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from invprob._checks import check_positive
+from invprob._checks import check_int, check_positive
 
 __all__ = [
     "GaussianMixtureTarget",
@@ -193,6 +193,7 @@ def knn_entropy(x: torch.Tensor, k: int = 3) -> float:
     """
     x = x.detach().to(torch.float64)
     n, d = x.shape
+    check_int("k", k)
     if n <= k:
         raise ValueError(f"x must hold more than k={k} samples, got {n}")
     dist = torch.cdist(x, x)

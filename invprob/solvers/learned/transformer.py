@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from invprob._checks import check_positive
+from invprob._checks import check_int, check_positive
 from invprob.solvers.learned.attention import RWPOAttention
 
 __all__ = ["FlowOutput", "RWPOConfig", "RWPOTransformer", "ResNetPotential"]
@@ -127,6 +127,9 @@ class ResNetPotential(nn.Module):
 
     def __init__(self, dim: int, hidden: int, n_layers: int, cond_dim: int = 0):
         super().__init__()
+        for name, v, low in (("dim", dim, 1), ("hidden", hidden, 1), ("n_layers", n_layers, 0),
+                             ("cond_dim", cond_dim, 0)):
+            check_int(name, v, minimum=low)
         self.dim, self.cond_dim = dim, cond_dim
         self.inp = nn.Linear(dim + cond_dim, hidden)
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_layers))

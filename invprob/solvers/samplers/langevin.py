@@ -20,7 +20,11 @@ import torch
 from invprob._checks import check_positive
 from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState, randn_like
 from invprob.solvers.samplers.posterior_chains import ChainMoments
-from invprob.solvers.samplers.preconditioners import IdentityPreconditioner, make_preconditioner
+from invprob.solvers.samplers.preconditioners import (
+    IdentityPreconditioner,
+    check_preconditioner_spec,
+    make_preconditioner,
+)
 
 __all__ = ["MLA", "MYULA", "ULA", "LangevinConfig", "LangevinState"]
 
@@ -66,6 +70,7 @@ class LangevinConfig:
             check_positive("lipschitz", self.lipschitz)
         if self.prior_gradient not in PRIOR_GRADIENTS:
             raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
+        check_preconditioner_spec(self.preconditioner)
 
 
 @dataclass

@@ -66,9 +66,11 @@ from invprob.solvers.samplers.estimators import (
     UncertaintyEstimator,
 )
 from invprob.solvers.samplers.posterior_chains import PosteriorLangevin, PosteriorLangevinConfig
-from invprob.solvers.samplers.preconditioners import FourierPreconditioner, make_preconditioner
-
-PRECONDITIONER_NAMES = ("auto", "normal", "posterior", "identity")
+from invprob.solvers.samplers.preconditioners import (
+    FourierPreconditioner,
+    check_preconditioner_spec,
+    make_preconditioner,
+)
 
 __all__ = ["BRWP", "PBRWP", "PBRWPConfig", "PBRWPState"]
 
@@ -141,9 +143,7 @@ class PBRWPConfig:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
         if self.prior_gradient not in PRIOR_GRADIENTS:
             raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
-        if isinstance(self.preconditioner, str) and self.preconditioner not in PRECONDITIONER_NAMES:
-            raise ValueError(f"preconditioner must be one of {PRECONDITIONER_NAMES}, a matrix, a callable or a "
-                             f"Preconditioner, got {self.preconditioner!r}")
+        check_preconditioner_spec(self.preconditioner)
         if int(self.envelope_n_iter) < 1:
             raise ValueError(f"envelope_n_iter must be a positive integer, got {self.envelope_n_iter!r}")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from invprob._checks import check_positive
+from invprob._checks import check_int, check_positive
 from invprob.solvers.samplers.base import randn_like
 from invprob.solvers.samplers.diagnostics import BLIND_SPOT, ChainBlocks, DiagnosticsTargets, coarse_view, diagnose
 from invprob.solvers.samplers.estimators import EstimatorOutput, UncertaintyEstimator
@@ -100,6 +100,9 @@ class PosteriorLangevinConfig:
             raise ValueError(f"n_iter must be an integer >= 4 (four diagnostics blocks), got {self.n_iter!r}")
         if self.time_limit is not None:
             check_positive("time_limit", self.time_limit)
+        check_int("n_groups", self.n_groups, minimum=2)  # R-hat and the group errors need two groups
+        if self.min_iter is not None and self.max_iter is not None and self.min_iter > self.max_iter:
+            raise ValueError(f"min_iter ({self.min_iter}) must not exceed max_iter ({self.max_iter})")
 
     def budget(self) -> tuple[int, int, int]:
         """``(block_len, min_iter, max_iter)`` with the stage-dependent defaults filled in."""
@@ -205,7 +208,7 @@ class ChainMoments(UncertaintyEstimator):
     def __init__(self, targets: DiagnosticsTargets | None = None, *, n_groups: int = 4,
                  description: str = "pooled moments of the chains after burn-in"):
         self.targets = targets or DiagnosticsTargets()
-        self.n_groups = n_groups
+        self.n_groups = check_int("n_groups", n_groups, minimum=2)
         self.description = description
         self.blocks: ChainBlocks | None = None
 

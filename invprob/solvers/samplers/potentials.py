@@ -132,8 +132,10 @@ class GaussianPotential:
         d = self.cov.shape[0]
         self.precision = (self.precision + self.precision.T) / 2
         self.cov = (self.cov + self.cov.T) / 2
+        if torch.linalg.cholesky_ex(self.precision).info != 0:
+            raise ValueError("the covariance (or precision) must be symmetric positive definite")
         self.mean = torch.zeros(d, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64)
-        self.beta = float(beta)
+        self.beta = check_positive("beta", beta)
         self.event_shape = (d,)
         self._cache: dict = {}
 

@@ -307,6 +307,18 @@ def _prior_part(prior, prior_symbol, P) -> str:
     return f"quadratic surrogate of the prior curvature (curvature_symbol), max {float(P.max()):.4g}"
 
 
+#: The preconditioners a sampler config may name by string (anything else: a matrix, a callable or a
+#: :class:`Preconditioner`).
+PRECONDITIONER_NAMES = ("auto", "normal", "posterior", "identity")
+
+
+def check_preconditioner_spec(spec) -> None:
+    """Refuse, at construction, a preconditioner string outside :data:`PRECONDITIONER_NAMES` (one line)."""
+    if isinstance(spec, str) and spec not in PRECONDITIONER_NAMES:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONER_NAMES}, a matrix, a callable or a "
+                         f"Preconditioner, got {spec!r}")
+
+
 def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | None = None) -> Preconditioner:
     """Build the preconditioner named by ``spec`` for ``target`` (a Posterior or a plain potential).
 
