@@ -2,7 +2,7 @@
 
 - :func:`map_estimate` (FISTA with restart, or the closed form for Gaussian priors with a circular blur);
 - samplers sharing ``sampler.run(posterior, n_particles=..., n_iter=..., rng=...) -> PosteriorResult``:
-  :class:`PBRWP`, :class:`BRWP`, :class:`ULA`, :class:`MYULA`, :class:`MLA`;
+  :class:`PBRWP`, :class:`BRWP`, :class:`ULA`, :class:`MYULA`, :class:`MLA`, :class:`SVGD`;
 - EIT on meshes (:mod:`invprob.solvers.eit`, pure torch; the DOLFINx forward model and the log-conductivity
   forward maps live in :mod:`invprob.operators.eit`, loaded on first use of ``LinearizedForward`` or
   ``LogConductivityForward`` here): :class:`EITPosterior`, :func:`gauss_newton`, :func:`lbfgs_map`,
@@ -23,6 +23,7 @@ from invprob.solvers.samplers import (
     MLA,
     MYULA,
     PBRWP,
+    SVGD,
     ULA,
     GaussianPotential,
     LangevinConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "MLA",
     "MYULA",
     "PBRWP",
+    "SVGD",
     "ULA",
     "EITPosterior",
     "GaussianPotential",

@@ -1,5 +1,9 @@
 """Posterior samplers: PBRWP, BRWP (interacting particles) and the Langevin baselines ULA, MYULA, MLA.
 
+:class:`SVGD` (Stein variational gradient descent, optionally with a preconditioned kernel) runs in the same harness
+and reports its final particle cloud's moments; :class:`AdamPreconditioner` is a variable diagonal preconditioner
+for ULA/MLA (``preconditioner="adam"``), a heuristic without the fixed-``M`` invariance.
+
 All share ``sampler.run(posterior_or_potential, n_particles=..., n_iter=..., burn_in=..., rng=..., init=...,
 progress=True, callback=None, keep_samples=0, chunk_size=None) -> PosteriorResult``.
 
@@ -35,6 +39,7 @@ takes a name or an estimator. Every sampler's ``_prepare`` returns a typed state
 """
 
 from invprob.solvers.samplers import diagnostics, estimators, uncertainty
+from invprob.solvers.samplers.adaptive import AdamPreconditioner
 from invprob.solvers.samplers.base import Sampler, SamplerState, Target, Welford
 from invprob.solvers.samplers.diagnostics import ChainBlocks, ConvergenceDiagnostics, DiagnosticsTargets
 from invprob.solvers.samplers.estimators import (
@@ -59,13 +64,16 @@ from invprob.solvers.samplers.preconditioners import (
     make_preconditioner,
     posterior_preconditioner,
 )
+from invprob.solvers.samplers.svgd import SVGD, SVGDConfig
 
 __all__ = [
     "BRWP",
     "MLA",
     "MYULA",
     "PBRWP",
+    "SVGD",
     "ULA",
+    "AdamPreconditioner",
     "CallablePreconditioner",
     "ChainBlocks",
     "ChainMoments",
@@ -90,6 +98,7 @@ __all__ = [
     "ParticleMoments",
     "Preconditioner",
     "PriorSmoothed",
+    "SVGDConfig",
     "Sampler",
     "SamplerState",
     "SmoothedPosterior",

@@ -4,6 +4,10 @@
 - MYULA: ULA with ``grad R`` replaced by ``(x - prox_{lam R}(x)) / lam`` (Durmus, Moulines, Pereyra 2018)
 - MLA:   ``x <- x - eta M grad V(x) + sqrt(2 eta / beta) M^{1/2} xi`` (``M^{1/2}`` by FFT for a circular blur)
 
+An adaptive preconditioner (``preconditioner="adam"``, or an object declaring ``adaptive = True``) is updated
+with each iteration's gradients through ``observe(grad)`` before it is applied: a heuristic without the fixed-``M``
+invariance (:mod:`invprob.solvers.samplers.adaptive`).
+
 Each particle is an independent chain; the chains are the batch dimension. The estimates pool all chains after
 burn-in (``info["uncertainty"]["estimator"] == "chains"``), checked by the convergence diagnostics of
 :mod:`invprob.solvers.samplers.diagnostics` (``info["uncertainty"]["diagnostics"]`` and ``calibration_status``).
@@ -39,7 +43,9 @@ class LangevinConfig:
     step_scale : float
         Fraction of ``1 / L`` used when ``step`` is None.
     preconditioner : str, callable, matrix or Preconditioner
-        ``"identity"`` for ULA/MYULA; MLA defaults to ``"normal"``.
+        ``"identity"`` for ULA/MYULA; MLA defaults to ``"normal"``. ``"adam"`` (or an
+        :class:`~invprob.solvers.samplers.adaptive.AdamPreconditioner`): a variable diagonal ``M^(k)`` updated
+        from the gradients, a heuristic with no fixed-``M`` invariance; the default step is set for ``M^(0) = I``.
     c : float
         Shift of the ``"normal"``/``"posterior"`` preconditioners.
     prior_gradient : {"auto", "smooth", "moreau"}
@@ -70,7 +76,7 @@ class LangevinConfig:
             check_positive("lipschitz", self.lipschitz)
         if self.prior_gradient not in PRIOR_GRADIENTS:
             raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
-        check_preconditioner_spec(self.preconditioner)
+        check_preconditioner_spec(self.preconditioner, adaptive=True)
 
 
 @dataclass
@@ -93,7 +99,9 @@ class _Langevin(Sampler):
     def _prepare(self, target, x, gen) -> LangevinState:
         cfg = self.config
         spec = target.posterior if target.posterior is not None else target.potential
-        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center)
+        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center, adaptive=True)
+        if precond.adaptive:
+            precond.reset()  # a passed adaptive object starts each run afresh (M = I)
         if not isinstance(precond, IdentityPreconditioner):
             precond.sqrt_apply(torch.zeros_like(x[:1]))  # fail early when M^(1/2) is unavailable
         step = cfg.step if cfg.step is not None else cfg.step_scale / target.lipschitz(precond)
@@ -103,6 +111,8 @@ class _Langevin(Sampler):
     def _step(self, target, x, state, gen, log):
         fn, g, _ = target.evaluate(x, need_fn=log)
         p = state.precond
+        if p.adaptive:
+            p.observe(g)
         xi = randn_like(x, gen)
         x_new = x - state.step * p.apply(g) + state.noise * p.sqrt_apply(xi)
         entry = {}

@@ -15,6 +15,9 @@ Kinds accepted by :func:`make_preconditioner`:
   circular blur). For a TV prior ``P = kappa D^T D`` (periodic Laplacian), a quadratic stand-in for the TV
   curvature that the prior declares (:meth:`invprob.priors.TV.curvature_symbol`). :func:`posterior_preconditioner`
   builds it, also for the non-circulant ``"free"``/``"valid"`` blurs (with the unmasked blur's symbol).
+- ``"adam"``: a variable diagonal ``M^(k)`` from Adam's second moment of the gradients
+  (:class:`~invprob.solvers.samplers.adaptive.AdamPreconditioner`, a heuristic), only for samplers that update it
+  (``adaptive=True``: ULA/MLA); it declares ``adaptive = True``, and such objects are refused elsewhere.
 - a :class:`Preconditioner` instance, a dense ``(d, d)`` tensor/array (plain potentials on ``(B, d)``), or a
   callable ``v -> M v`` (its inverse by conjugate gradients; pass ``inv_apply=``/``sqrt_apply=`` through
   :class:`CallablePreconditioner` when they are known).
@@ -28,6 +31,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.linalg import conjugate_gradient
+from invprob.solvers.samplers.adaptive import AdamPreconditioner
 
 __all__ = [
     "CallablePreconditioner",
@@ -46,6 +50,7 @@ class Preconditioner:
 
     kind = "custom"
     inv_symbol: torch.Tensor | None = None  # eigenvalues of M^{-1} on the rfft2 grid (Fourier-diagonal ones)
+    adaptive = False  # True: M changes during a run through ``observe(grad)`` (AdamPreconditioner)
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -310,27 +315,40 @@ def _prior_part(prior, prior_symbol, P) -> str:
 #: The preconditioners a sampler config may name by string (anything else: a matrix, a callable or a
 #: :class:`Preconditioner`).
 PRECONDITIONER_NAMES = ("auto", "normal", "posterior", "identity")
+#: The variable preconditioners a sampler that updates them (``adaptive=True``) may name by string.
+ADAPTIVE_PRECONDITIONER_NAMES = ("adam",)
 
 
-def check_preconditioner_spec(spec) -> None:
-    """Refuse, at construction, a preconditioner string outside :data:`PRECONDITIONER_NAMES` (one line)."""
-    if isinstance(spec, str) and spec not in PRECONDITIONER_NAMES:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONER_NAMES}, a matrix, a callable or a "
+def check_preconditioner_spec(spec, *, adaptive: bool = False) -> None:
+    """Refuse, at construction, a preconditioner string outside :data:`PRECONDITIONER_NAMES` (plus
+    :data:`ADAPTIVE_PRECONDITIONER_NAMES` when ``adaptive``), or an adaptive object when not ``adaptive`` (one line).
+    """
+    names = PRECONDITIONER_NAMES + (ADAPTIVE_PRECONDITIONER_NAMES if adaptive else ())
+    if isinstance(spec, str) and spec not in names:
+        raise ValueError(f"preconditioner must be one of {names}, a matrix, a callable or a "
                          f"Preconditioner, got {spec!r}")
+    if not adaptive and not isinstance(spec, str) and getattr(spec, "adaptive", False) is True:
+        raise ValueError("preconditioner: this sampler does not update adaptive preconditioners (use ULA/MLA)")
 
 
-def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | None = None) -> Preconditioner:
+def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | None = None,
+                        adaptive: bool = False) -> Preconditioner:
     """Build the preconditioner named by ``spec`` for ``target`` (a Posterior or a plain potential).
 
     ``"auto"``: ``"posterior"`` when the posterior's operator is circulant and its prior has a curvature symbol
     (GaussianPrior; TV with ``x_ref`` or a fixed ``curvature``), ``"normal"`` for other linear posteriors,
     ``"identity"`` for plain potentials. ``x_ref`` is the reference image of TV's curvature (the sampler's
-    starting point). Raises ``ValueError`` naming the problem when ``spec`` does not fit the target.
+    starting point). ``adaptive``: the caller updates variable preconditioners (``"adam"`` and objects declaring
+    ``adaptive = True``; a fresh :class:`~invprob.solvers.samplers.adaptive.AdamPreconditioner` for ``"adam"``).
+    Raises ``ValueError`` naming the problem when ``spec`` does not fit the target.
     """
     from invprob.posterior import Posterior
 
-    if isinstance(spec, Preconditioner):
+    check_preconditioner_spec(spec, adaptive=adaptive)
+    if isinstance(spec, Preconditioner) or getattr(spec, "adaptive", False) is True:
         return spec
+    if isinstance(spec, str) and spec == "adam":
+        return AdamPreconditioner()
     post = target if isinstance(target, Posterior) else None
     if isinstance(spec, str) and spec == "auto":
         spec = _auto_kind(post, x_ref)
