@@ -54,8 +54,8 @@ def table(title: str, curves: dict[str, torch.Tensor], tol: float) -> None:
         print(f"  {name:<26} {it:>12} {float(c[-1]):>14.6g}")
 
 
-def interaction(quick: bool, gen: torch.Generator) -> dict[str, tuple[float, torch.Tensor]]:
-    """Experiment (i): ``{name: (tau, W(mu_k))}``."""
+def interaction(quick: bool, gen: torch.Generator, record: dict | None = None) -> dict[str, tuple[float, torch.Tensor]]:
+    """Experiment (i): ``{name: (tau, W(mu_k))}``; ``record`` (optional) receives ``{name: wall time in s}``."""
     sigma = rotated(torch.tensor([1.0, 0.05], dtype=F64), gen)
     F = InteractionEnergy.double_well(sigma)
     x0 = 0.3 * torch.randn(30 if quick else 60, 2, generator=gen, dtype=F64)
@@ -68,7 +68,13 @@ def interaction(quick: bool, gen: torch.Generator) -> dict[str, tuple[float, tor
         "K4": (MirrorDescent(tau=1 / lam ** 2, bregman="K4"), None),
         "K4_sigma": (MirrorDescent(tau=1.0, bregman="K4_sigma", sigma=sigma), None),
     }
-    return {name: (s.tau, s.run(F, x0, n_iter=n_iter).values) for name, (s, _) in runs.items()}
+    out = {}
+    for name, (s, _) in runs.items():
+        res = s.run(F, x0, n_iter=n_iter)
+        out[name] = (s.tau, res.values)
+        if record is not None:
+            record[name] = float(res.info["wall_time_s"])
+    return out
 
 
 def gaussian(quick: bool, gen: torch.Generator) -> dict[str, tuple[float, torch.Tensor]]:
@@ -94,9 +100,11 @@ def _scheme(a: float | None, tau: float) -> WassersteinGD | PreconditionedWGD:
     return WassersteinGD(tau=tau) if a is None else PreconditionedWGD(tau=tau, a=a)
 
 
-def preconditioned(quick: bool, gen: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
+def preconditioned(quick: bool, gen: torch.Generator,
+                   record: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Experiment (iii): ``{objective: {scheme: mean over pairs of F(mu_k)}}``. Each scheme runs at the step of a
-    small grid (multiples of a base step per objective) with the best final value on the first pair."""
+    small grid (multiples of a base step per objective) with the best final value on the first pair. ``record``
+    (optional) receives the per-pair curves ``{objective: {scheme (tau): tensor (pairs, n_iter + 1)}}``."""
     n, d = (48, 10) if quick else (100, 10)
     pairs, n_iter = (1, 30) if quick else (3, 100)
     base = {"sliced_w2": 5.0, "sinkhorn": 0.5, "energy_distance": 2.0}
@@ -118,11 +126,14 @@ def preconditioned(quick: bool, gen: torch.Generator) -> dict[str, dict[str, tor
                 else:
                     v = _scheme(a, steps[key, name]).run(F, x0, n_iter=n_iter).values
                 curves.setdefault((key, name), []).append(v)
+    if record is not None:
+        record.update({key: {f"{name} (tau={steps[key, name]:.3g})": torch.stack(curves[key, name])
+                             for name in schemes} for key in base})
     return {key: {f"{name} (tau={steps[key, name]:.3g})": torch.stack(curves[key, name]).mean(0)
                   for name in schemes} for key in base}
 
 
-def figures(out: Path, inter: dict, gauss: dict, prec: dict) -> None:
+def figures(out: Path, inter: dict, gauss: dict, prec: dict, dpi: int = 110) -> None:
     """Write ``interaction.png``, ``gaussian.png`` and ``preconditioned.png``."""
     import matplotlib.pyplot as plt
 
@@ -137,7 +148,7 @@ def figures(out: Path, inter: dict, gauss: dict, prec: dict) -> None:
     axes[1].set(xlabel="tau * iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "interaction.png", dpi=110)
+    fig.savefig(out / "interaction.png", dpi=dpi)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, (tau, v) in gauss.items():
         for ax, t in zip(axes, (torch.arange(len(v)), tau * torch.arange(len(v))), strict=True):
@@ -146,7 +157,7 @@ def figures(out: Path, inter: dict, gauss: dict, prec: dict) -> None:
     axes[1].set(xlabel="tau * iteration", xscale="log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "gaussian.png", dpi=110)
+    fig.savefig(out / "gaussian.png", dpi=dpi)
     fig, axes = plt.subplots(1, len(prec), figsize=(5 * len(prec), 4))
     for ax, (key, curves) in zip(axes, prec.items(), strict=True):
         for name, v in curves.items():
@@ -154,7 +165,7 @@ def figures(out: Path, inter: dict, gauss: dict, prec: dict) -> None:
         ax.set(title=key, xlabel="iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "preconditioned.png", dpi=110)
+    fig.savefig(out / "preconditioned.png", dpi=dpi)
     plt.close("all")
 
 
