@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from invprob.solvers.particles.kernels import Kernel, _Cast, check_sigma
+from invprob.solvers.particles.kernels import Kernel, _Cast, check_sigma, pointwise
 
 __all__ = ["BREGMAN_NAMES", "Bregman", "InteractionBregman", "PotentialBregman", "make_bregman"]
 
@@ -151,9 +151,7 @@ class PotentialBregman(Bregman):
     def _hess(self, y: torch.Tensor) -> torch.Tensor:
         if self.hess is not None:
             return self.hess(y)
-        flat = y.reshape(-1, y.shape[-1])
-        h = torch.func.vmap(torch.func.jacrev(lambda u: self.grad(u[None])[0]))(flat)
-        return h.reshape(*y.shape, y.shape[-1])
+        return pointwise(torch.func.jacrev, self.grad, y)
 
     def solve(self, b: torch.Tensor, y0: torch.Tensor | None, *, tol: float,
               max_iter: int) -> tuple[torch.Tensor, int, torch.Tensor]:

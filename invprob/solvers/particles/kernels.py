@@ -62,6 +62,15 @@ class _Cast:
         return self._store[k]
 
 
+def pointwise(transform: Callable, fn: Callable, z: torch.Tensor) -> torch.Tensor:
+    """``transform`` (``torch.func.grad``, ``jacrev`` or ``hessian``) of the batched ``fn`` taken at each point
+    of ``z`` ``(..., d)`` separately: the autograd fallback of kernels and Bregman potentials without closed forms.
+    """
+    flat = z.reshape(-1, z.shape[-1])
+    out = torch.func.vmap(transform(lambda u: fn(u[None])[0]))(flat)
+    return out.reshape(*z.shape[:-1], *out.shape[1:])
+
+
 class Kernel:
     """An even kernel ``K(z)`` with its gradient and Hessian.
 
@@ -95,19 +104,14 @@ class Kernel:
     def grad(self, z: torch.Tensor) -> torch.Tensor:
         if self._grad is not None:
             return self._grad(z)
-        flat = z.reshape(-1, z.shape[-1])
-        g = torch.func.vmap(torch.func.grad(lambda u: self._value(u[None])[0]))(flat)
-        return g.reshape(z.shape)
+        return pointwise(torch.func.grad, self._value, z)
 
     def hess(self, z: torch.Tensor) -> torch.Tensor:
         if self._hess is not None:
             return self._hess(z)
-        flat = z.reshape(-1, z.shape[-1])
         if self._grad is not None:
-            h = torch.func.vmap(torch.func.jacrev(lambda u: self._grad(u[None])[0]))(flat)
-        else:
-            h = torch.func.vmap(torch.func.hessian(lambda u: self._value(u[None])[0]))(flat)
-        return h.reshape(*z.shape, z.shape[-1])
+            return pointwise(torch.func.jacrev, self._grad, z)
+        return pointwise(torch.func.hessian, self._value, z)
 
     @classmethod
     def _qform(cls, c4: float, c2: float, sigma, name: str) -> Kernel:

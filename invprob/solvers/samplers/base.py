@@ -27,6 +27,18 @@ __all__ = ["Sampler", "SamplerState", "Target", "Welford", "make_generator"]
 PRIOR_GRADIENTS = ("auto", "smooth", "moreau")
 
 
+def check_step_options(config) -> None:
+    """The fields every sampler config shares (``step``, ``step_scale``, ``c``, ``prior_gradient``, ``lam``,
+    ``lipschitz``), checked at construction: one-line ValueErrors naming the field."""
+    for name in ("step", "lam", "lipschitz"):
+        if getattr(config, name) is not None:
+            check_positive(name, getattr(config, name))
+    check_positive("step_scale", config.step_scale)
+    check_positive("c", config.c)
+    if config.prior_gradient not in PRIOR_GRADIENTS:
+        raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {config.prior_gradient!r}")
+
+
 # ---------------------------------------------------------------------------------------------------- helpers
 def make_generator(rng, device: torch.device) -> tuple[torch.Generator, int]:
     """``rng`` (int seed, ``torch.Generator`` or None) -> (generator on ``device`` when possible, seed)."""

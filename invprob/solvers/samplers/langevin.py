@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from invprob._checks import check_positive
-from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState, randn_like
+from invprob.solvers.samplers.base import Sampler, SamplerState, check_step_options, randn_like
 from invprob.solvers.samplers.posterior_chains import ChainMoments
 from invprob.solvers.samplers.preconditioners import (
     IdentityPreconditioner,
@@ -66,16 +65,7 @@ class LangevinConfig:
     lipschitz: float | None = None
 
     def __post_init__(self):
-        if self.step is not None:
-            check_positive("step", self.step)
-        check_positive("step_scale", self.step_scale)
-        check_positive("c", self.c)
-        if self.lam is not None:
-            check_positive("lam", self.lam)
-        if self.lipschitz is not None:
-            check_positive("lipschitz", self.lipschitz)
-        if self.prior_gradient not in PRIOR_GRADIENTS:
-            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
+        check_step_options(self)
         check_preconditioner_spec(self.preconditioner, adaptive=True)
 
 

@@ -57,7 +57,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.posterior import weighted_sq_sum
-from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState
+from invprob.solvers.samplers.base import Sampler, SamplerState, check_step_options
 from invprob.solvers.samplers.estimators import (
     KernelExact,
     KernelLangevin,
@@ -131,18 +131,9 @@ class PBRWPConfig:
 
     def __post_init__(self):
         check_positive("T", self.T)
-        if self.step is not None:
-            check_positive("step", self.step)
-        check_positive("step_scale", self.step_scale)
-        check_positive("c", self.c)
-        if self.lam is not None:
-            check_positive("lam", self.lam)
-        if self.lipschitz is not None:
-            check_positive("lipschitz", self.lipschitz)
+        check_step_options(self)
         if self.logz not in LOGZ:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
-        if self.prior_gradient not in PRIOR_GRADIENTS:
-            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
         check_preconditioner_spec(self.preconditioner)
         if int(self.envelope_n_iter) < 1:
             raise ValueError(f"envelope_n_iter must be a positive integer, got {self.envelope_n_iter!r}")

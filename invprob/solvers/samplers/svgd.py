@@ -45,7 +45,7 @@ from typing import Any, Literal
 import torch
 
 from invprob._checks import check_positive
-from invprob.solvers.samplers.base import PRIOR_GRADIENTS, Sampler, SamplerState
+from invprob.solvers.samplers.base import Sampler, SamplerState, check_step_options
 from invprob.solvers.samplers.estimators import EstimatorOutput, UncertaintyEstimator
 from invprob.solvers.samplers.preconditioners import (
     IdentityPreconditioner,
@@ -98,10 +98,7 @@ class SVGDConfig:
     lipschitz: float | None = None
 
     def __post_init__(self):
-        if self.step is not None:
-            check_positive("step", self.step)
-        check_positive("step_scale", self.step_scale)
-        check_positive("c", self.c)
+        check_step_options(self)
         if not (isinstance(self.bandwidth, str) and self.bandwidth == "median"):
             if isinstance(self.bandwidth, str | bool):
                 raise ValueError(f"bandwidth must be 'median' or a positive number, got {self.bandwidth!r}")
@@ -114,12 +111,6 @@ class SVGDConfig:
         if not alpha < 1:
             raise ValueError(f"adagrad_alpha must be in [0, 1), got {self.adagrad_alpha!r}")
         check_positive("adagrad_delta", self.adagrad_delta)
-        if self.prior_gradient not in PRIOR_GRADIENTS:
-            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {self.prior_gradient!r}")
-        if self.lam is not None:
-            check_positive("lam", self.lam)
-        if self.lipschitz is not None:
-            check_positive("lipschitz", self.lipschitz)
         _check_kernel_spec(self.kernel_preconditioner)
 
 
