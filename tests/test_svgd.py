@@ -18,7 +18,7 @@ from invprob import Posterior
 from invprob.operators import Blur, gaussian_kernel
 from invprob.priors import GaussianPrior
 from invprob.solvers import SVGD as SVGD_FROM_SOLVERS
-from invprob.solvers.samplers import MLA, PBRWP, SVGD, ULA, AdamPreconditioner, GaussianPotential, SVGDConfig
+from invprob.solvers.samplers import MLA, SVGD, ULA, AdamPreconditioner, GaussianPotential, SVGDConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread_module")  # one intra-op thread (shared CI box)
 
@@ -235,16 +235,12 @@ def test_mla_with_adam_learns_the_diagonal_fisher_scale():
     assert torch.equal(res.std, again.std)  # the passed object is reset at the start of each run
 
 
-def test_adam_by_name_in_langevin_and_refused_by_pbrwp():
+def test_adam_by_name_in_langevin():
     pot = GaussianPotential(torch.eye(2, dtype=F64))
     res = MLA(step=0.05, preconditioner="adam").run(pot, n_particles=8, n_iter=30, rng=0, progress=False)
     assert res.info["preconditioner"]["kind"] == "adam" and torch.isfinite(res.std).all()
     assert ULA(step=0.05).run(pot, n_particles=4, n_iter=5, rng=0, progress=False).info["preconditioner"][
         "kind"] == "identity"
-    with pytest.raises(ValueError, match="preconditioner"):
-        PBRWP(preconditioner="adam")
-    with pytest.raises(ValueError, match="adaptive"):
-        PBRWP(preconditioner=AdamPreconditioner())
 
 
 # ---------------------------------------------------------------------------------------------- example

@@ -69,6 +69,7 @@ def power_h_star_grad(a: float) -> Callable[[torch.Tensor], torch.Tensor]:
         scale = (rs ** a + 1) ** (1 / a - 1) * rs ** (a - 2)
         return torch.where(pos, scale, torch.zeros_like(r)) * v
 
+    grad.__qualname__ = grad.__name__ = f"power_h_star_grad(a={a:g})"
     return grad
 
 

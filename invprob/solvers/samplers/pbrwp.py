@@ -78,6 +78,8 @@ LOGZ = ("auto", "exact", "envelope", "surrogate", "none")
 UNCERTAINTY = ("auto", "particles", "kernel-exact", "kernel-langevin", "posterior-langevin")
 PARTICLES_CALIBRATION = ("raw spread of the PBRWP particles over the post-burn-in iterations; at image scale it "
                          "collapses to a few per cent of the posterior std (algorithms.md)")
+ADAPTIVE_STATUS = ("unchecked: the raw spread of PBRWP particles under a variable preconditioner (a heuristic "
+                   "without the fixed-M invariance; no convergence diagnostics apply)")
 PARTICLES_STATUS = ("unchecked: the raw spread of interacting PBRWP particles (no convergence diagnostics apply; at "
                     "image scale it is a few per cent of the posterior std)")
 
@@ -116,6 +118,12 @@ class PBRWPConfig:
     lipschitz : float or None
         The Lipschitz constant of ``M grad V`` in the ``M`` metric behind the default step, the envelope step and
         the kernel chains' step; None: the potential's own ``lipschitz(M)`` or a power iteration.
+    drift : callable or None
+        A nonlinear drift preconditioner ``grad h*`` (Bonet et al. 2024), applied to each particle's velocity
+        ``v_i = (1/2) [M grad V(x_i) - (x_i - sum_j P_ij x_j)/T]`` flattened to ``(N, d)``: the step becomes
+        ``x_i <- x_i - eta grad h*(v_i)`` (``None``: ``grad h* = identity``, PBRWP itself). A ``grad h*`` with
+        ``grad h*(0) = 0`` that is injective keeps the scheme's fixed points (``v_i = 0`` for all ``i``) and
+        changes only the path to them, e.g. :func:`invprob.solvers.particles.power_h_star_grad`.
     """
 
     T: float = 1.0
@@ -128,13 +136,16 @@ class PBRWPConfig:
     prior_gradient: Literal["auto", "smooth", "moreau"] = "auto"
     lam: float | None = None
     lipschitz: float | None = None
+    drift: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
         check_positive("T", self.T)
         check_step_options(self)
         if self.logz not in LOGZ:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
-        check_preconditioner_spec(self.preconditioner)
+        check_preconditioner_spec(self.preconditioner, adaptive=True)
+        if self.drift is not None and not callable(self.drift):
+            raise ValueError(f"drift must be a callable v -> grad h*(v) on (N, d) velocities, got {self.drift!r}")
         if int(self.envelope_n_iter) < 1:
             raise ValueError(f"envelope_n_iter must be a positive integer, got {self.envelope_n_iter!r}")
 
@@ -209,14 +220,17 @@ class PBRWP(Sampler):
 
     def _config_dict(self) -> dict:
         unc = self.uncertainty if isinstance(self.uncertainty, str) else self.uncertainty.name
-        return {**asdict(self.config), "uncertainty": unc,
+        cfg = {**asdict(self.config), "drift": _drift_name(self.config.drift)}
+        return {**cfg, "uncertainty": unc,
                 **{f"kernel_{k}": v for k, v in asdict(self.kernel).items()}, "chains": asdict(self.chains)}
 
     # ------------------------------------------------------------------------------------------------- setup
     def _prepare(self, target, x, gen) -> PBRWPState:
         cfg = self.config
         spec = target.posterior if target.posterior is not None else target.potential
-        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center)
+        precond = make_preconditioner(cfg.preconditioner, spec, c=cfg.c, x_ref=target.center, adaptive=True)
+        if precond.adaptive:
+            precond.reset()  # a passed adaptive object starts each run afresh (M = I)
         L = target.lipschitz(precond)
         step = cfg.step if cfg.step is not None else cfg.step_scale / L
         closed = self._closed_form(target, precond, x)
@@ -229,7 +243,8 @@ class PBRWP(Sampler):
                     "surrogate": self._envelope_surrogate, "envelope": self._envelope_steps}[logz]
         estimator = self._estimator(target, precond, closed, x)
         spectral = self._spectral_state(target, precond, x, L, float(cfg.T))
-        info = {"T": float(cfg.T), "logz": logz, "lipschitz_M": L, "fourier_step": spectral is not None}
+        info = {"T": float(cfg.T), "logz": logz, "lipschitz_M": L, "fourier_step": spectral is not None,
+                "drift": _drift_name(cfg.drift), "adaptive_preconditioner": bool(precond.adaptive)}
         return PBRWPState(precond=precond, step=float(step), estimator=estimator, info=info, T=float(cfg.T),
                           lipschitz=L, logz=logz, envelope=envelope, need_fn=logz == "surrogate",
                           need_gmg=logz in ("surrogate", "envelope"), closed=closed, spectral=spectral)
@@ -239,6 +254,11 @@ class PBRWP(Sampler):
         unc = self.uncertainty
         if isinstance(unc, UncertaintyEstimator):
             return unc
+        if precond.adaptive:
+            if unc not in ("auto", "particles"):
+                raise ValueError(f"uncertainty={unc!r} needs a fixed preconditioner M; with an adaptive one "
+                                 "(e.g. 'adam') only uncertainty='particles' is available")
+            return ParticleMoments(PARTICLES_CALIBRATION, status=ADAPTIVE_STATUS)
         has_kernel_closed = closed is not None or target.potential.kernel_moments is not None
         explicit = unc != "auto"
         if unc == "auto":
@@ -377,6 +397,8 @@ class PBRWP(Sampler):
             spectral = (R, G)
         else:
             fn, g, dg = target.evaluate(x, need_fn=need_fn)
+            if precond.adaptive:
+                precond.observe(g)
             Mg = precond.apply(g)
             gMg = (g * Mg).flatten(1).sum(1) if need_gmg else None
             dgc = None if dg is None else dg - dg.mean(0, keepdim=True)
@@ -397,7 +419,11 @@ class PBRWP(Sampler):
         # weights below the working precision's smallest normal number would be subnormal after the cast, and a
         # matrix product with subnormal entries is an order of magnitude slower on the CPU: flush them to zero
         IP = IP.masked_fill_(IP.abs() < torch.finfo(x.dtype).tiny, 0.0).to(x.dtype)
-        x_new = torch.addmm(torch.add(x, Mg, alpha=-eta / 2).flatten(1), IP, e.flatten(1), alpha=c).view_as(x)
+        if self.config.drift is None:
+            x_new = torch.addmm(torch.add(x, Mg, alpha=-eta / 2).flatten(1), IP, e.flatten(1), alpha=c).view_as(x)
+        else:  # x_i <- x_i - eta grad h*(v_i), v_i = (1/2) [M g_i - ((I - P) e)_i / T]
+            v = torch.addmm(Mg.flatten(1), IP, e.flatten(1), alpha=-1.0 / T).mul_(0.5)
+            x_new = torch.add(x, self.config.drift(v).view_as(x), alpha=-eta)
         entry = {}
         if log:
             repulse = (IP @ e.flatten(1)).view_as(x)
@@ -415,6 +441,13 @@ class PBRWP(Sampler):
                 "step": eta,
             }
         return x_new, entry
+
+def _drift_name(drift) -> str | None:
+    """A printable name of a drift map (configs are saved as JSON)."""
+    if drift is None:
+        return None
+    return getattr(drift, "__qualname__", None) or repr(drift)
+
 
 class BRWP(PBRWP):
     """BRWP: PBRWP with ``M = I`` (no preconditioning)."""

@@ -17,7 +17,7 @@ Kinds accepted by :func:`make_preconditioner`:
   builds it, also for the non-circulant ``"free"``/``"valid"`` blurs (with the unmasked blur's symbol).
 - ``"adam"``: a variable diagonal ``M^(k)`` from Adam's second moment of the gradients
   (:class:`~invprob.solvers.samplers.adaptive.AdamPreconditioner`, a heuristic), only for samplers that update it
-  (``adaptive=True``: ULA/MLA); it declares ``adaptive = True``, and such objects are refused elsewhere.
+  (``adaptive=True``: ULA/MLA/PBRWP); it declares ``adaptive = True``, and such objects are refused elsewhere.
 - a :class:`Preconditioner` instance, a dense ``(d, d)`` tensor/array (plain potentials on ``(B, d)``), or a
   callable ``v -> M v`` (its inverse by conjugate gradients; pass ``inv_apply=``/``sqrt_apply=`` through
   :class:`CallablePreconditioner` when they are known).
@@ -328,7 +328,8 @@ def check_preconditioner_spec(spec, *, adaptive: bool = False) -> None:
         raise ValueError(f"preconditioner must be one of {names}, a matrix, a callable or a "
                          f"Preconditioner, got {spec!r}")
     if not adaptive and not isinstance(spec, str) and getattr(spec, "adaptive", False) is True:
-        raise ValueError("preconditioner: this sampler does not update adaptive preconditioners (use ULA/MLA)")
+        raise ValueError("preconditioner: this sampler does not update adaptive preconditioners "
+                         "(use ULA/MLA/PBRWP)")
 
 
 def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | None = None,
