@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "invprob.operators": 1,
     "invprob.priors": 1,
     "invprob.potential": 2,
+    "invprob.bnn": 2,
     "invprob.posterior": 2,
     "invprob.eit_posterior": 2,
     "invprob.solvers": 3,

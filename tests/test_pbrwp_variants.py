@@ -169,3 +169,10 @@ def test_momentum_and_drift_are_exclusive():
         PBRWP(momentum=1.0, drift=power_h_star_grad(1.5))
     with pytest.raises(ValueError, match="momentum"):
         PBRWP(momentum=-1.0)
+
+
+def test_state_dependent_preconditioner_is_refused_by_pbrwp():
+    from invprob.solvers.samplers import StatePreconditioner
+
+    with pytest.raises(ValueError, match="state-dependent"):
+        PBRWP(preconditioner=StatePreconditioner(lambda x: torch.ones_like(x)))

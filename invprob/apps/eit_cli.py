@@ -44,9 +44,10 @@ outputs in DIR: data.npz (currents, measurements, voltages, reference_voltages, 
 
 REC_EPILOG = """\
 examples:
-  invprob eit reconstruct sim/data.npz --out rec                               # absolute, MAP + PBRWP
+  invprob eit reconstruct sim/data.npz --out rec                      # absolute, Gaussian prior: MAP + Laplace
+  invprob eit reconstruct sim/data.npz --prior tv --out rec_tv        # TV prior: MAP + PBRWP (auto)
   invprob eit reconstruct datamat_1_1.mat --reference datamat_1_0.mat --out kit4_11
-  invprob eit reconstruct datamat_1_1.mat --difference datamat_1_0.mat --method gn --out kit4_11_diff
+  invprob eit reconstruct datamat_1_1.mat --difference datamat_1_0.mat --out kit4_11_diff
   invprob eit reconstruct volts.csv --currents cur.csv --measurements meas.csv --radius 0.15 --out rec_csv
 
 inputs: KIT4 datamat_*.mat (radius 14 cm, electrode 1 at the top, clockwise), KTC2023 .mat (give the geometry),
@@ -141,9 +142,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--method",
-        default="pbrwp",
-        choices=("gn", "lbfgs", "pbrwp", "mla"),
-        help="gn/lbfgs: MAP + Laplace std; pbrwp/mla: MAP + sampler (40 particles)",
+        default="auto",
+        choices=("auto", "gn", "lbfgs", "pbrwp", "mla"),
+        help="auto: gn for the Gaussian prior (Laplace is exact in difference mode, calibrated in absolute mode), "
+             "pbrwp for tv/l1; gn/lbfgs: MAP + Laplace std; pbrwp/mla: MAP + sampler (40 particles)",
     )
     p.add_argument("--prior", default="gaussian", choices=("gaussian", "tv", "l1"), help="prior on log-conductivity")
     p.add_argument("--weight", type=float, default=None, help="prior weight (default 10)")
@@ -525,7 +527,8 @@ def _write_reconstruction(tmp: Path, args, res, mesh, truth, run: dict, say) -> 
 
     res.save(tmp)
     path = Path(args.input)
-    title = f"{path.name}: {args.method}, {args.prior} prior" + (" (difference)" if args.difference else "")
+    mode = " (difference)" if args.difference else ""
+    title = f"{path.name}: {res.info['method']['used']}, {args.prior} prior{mode}"
     result_figure(mesh, res, tmp / "result.png", truth=truth, title=title, radius=run["radius"])
     files = {
         "result.npz": "per-cell arrays (map, mean, std, std_laplace, std_sampler, cells_xy, areas, theta_*, truth)",
@@ -575,7 +578,7 @@ def _run_reconstruct(args) -> int:
     truth = _truth(mesh, extra)
     ref_path = args.difference or args.reference
     say(
-        f"reconstructing {data.data.size} measurements on {mesh.n_cells} cells, method {args.method}, "
+        f"reconstructing {data.data.size} measurements on {mesh.n_cells} cells, method {config.resolved_method}, "
         f"prior {args.prior}{', difference against ' + str(ref_path) if args.difference else ''}"
     )
     try:

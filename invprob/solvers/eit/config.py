@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["METHODS", "PRIORS", "STD_ESTIMATORS", "EITReconResult", "ReconConfig", "lognormal_moments",
            "relative_errors"]
 
-METHODS = ("gn", "lbfgs", "pbrwp", "mla")
+METHODS = ("auto", "gn", "lbfgs", "pbrwp", "mla")
 PRIORS = ("gaussian", "tv", "l1")
 STD_ESTIMATORS = ("laplace", "sampler")
 
@@ -21,8 +21,12 @@ STD_ESTIMATORS = ("laplace", "sampler")
 class ReconConfig:
     """Options of :func:`reconstruct` (lengths relative to the domain radius where noted).
 
-    method : "gn" | "lbfgs" | "pbrwp" | "mla"
-        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler.
+    method : "auto" | "gn" | "lbfgs" | "pbrwp" | "mla"
+        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler. ``"auto"`` (default) spends time only where it
+        changes the answer (:attr:`resolved_method`): Gauss-Newton MAP + Laplace for the Gaussian prior when the
+        Laplace std is published (exact for the linearised difference posterior, calibrated for absolute
+        imaging, see :mod:`invprob.calibration`), PBRWP for the TV and L1 priors (whose posterior mean differs
+        from the MAP) or when the sampler's std is asked for.
     prior : "gaussian" | "tv" | "l1"
         On ``log sigma`` about the log background: Matérn-like smoothness (:class:`MeshGaussian`), graph TV, L1.
     weight : float or None
@@ -46,7 +50,7 @@ class ReconConfig:
         Fit the contact impedance with the background (else ``contact_impedance``).
     """
 
-    method: str = "pbrwp"
+    method: str = "auto"
     prior: str = "gaussian"
     weight: float | None = None
     length_scale: float = 0.3
@@ -87,6 +91,26 @@ class ReconConfig:
             v = getattr(self, name)
             if int(v) != v or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+    @property
+    def resolved_method(self) -> str:
+        """The method ``"auto"`` stands for (see ``method``); other methods are returned as given."""
+        if self.method != "auto":
+            return self.method
+        return "gn" if self.prior == "gaussian" and self.std_estimator == "laplace" else "pbrwp"
+
+    @property
+    def method_reason(self) -> str:
+        """Why :attr:`resolved_method` was chosen, in one sentence (for the run's record)."""
+        if self.method != "auto":
+            return f"method {self.method!r} requested"
+        if self.resolved_method == "gn":
+            mode = ("the linearised difference posterior is Gaussian, so Laplace is exact" if self.difference else
+                    "the Laplace std is the published one (calibrated for absolute imaging)")
+            return f"auto: Gaussian prior, {mode}; a sampler would not change the published mean or std"
+        why = (f"the {self.prior} prior's posterior mean differs from its MAP" if self.prior != "gaussian" else
+               "the sampler's std was requested")
+        return f"auto: {why}, so PBRWP runs"
 
     @property
     def prior_weight(self) -> float:

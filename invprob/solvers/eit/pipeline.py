@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -177,13 +177,16 @@ def reconstruct(
     from invprob.priors.mesh import MeshGraph
 
     config = ReconConfig() if config is None else config
+    requested, reason = config.method, config.method_reason
+    config = replace(config, method=config.resolved_method)  # "auto" decided once, before anything runs
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     check_inputs(data, mesh, config, reference=reference, truth=truth)
     R = float(radius) if radius is not None else float(np.linalg.norm(mesh.points - mesh.centre, axis=1).max())
     info: dict[str, Any] = {"config": asdict(config), "n_cells": mesh.n_cells, "n_meas": int(np.shape(data.data)[0]),
-                            "n_electrodes": mesh.n_electrodes, "radius": R}
+                            "n_electrodes": mesh.n_electrodes, "radius": R,
+                            "method": {"requested": requested, "used": config.method, "reason": reason}}
     t0 = time.perf_counter()
     fit = fit_background(data, mesh, config, reference=reference, background=background)
     noise = estimate_noise(data, config, fit, reference=reference)

@@ -39,7 +39,7 @@ takes a name or an estimator. Every sampler's ``_prepare`` returns a typed state
 """
 
 from invprob.solvers.samplers import diagnostics, estimators, uncertainty
-from invprob.solvers.samplers.adaptive import AdamPreconditioner
+from invprob.solvers.samplers.adaptive import AdamPreconditioner, FisherPreconditioner, StatePreconditioner
 from invprob.solvers.samplers.base import Sampler, SamplerState, Target, Welford
 from invprob.solvers.samplers.diagnostics import ChainBlocks, ConvergenceDiagnostics, DiagnosticsTargets
 from invprob.solvers.samplers.estimators import (
@@ -74,6 +74,8 @@ __all__ = [
     "SVGD",
     "ULA",
     "AdamPreconditioner",
+    "FisherPreconditioner",
+    "StatePreconditioner",
     "CallablePreconditioner",
     "ChainBlocks",
     "ChainMoments",

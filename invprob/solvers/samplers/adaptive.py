@@ -57,11 +57,12 @@ Calderhead 2011; Ma, Chen & Fox 2015), ``(div M)_i = sum_j d_j M_ij``, for a dia
 
     x <- x - eta M(x) grad V(x) + (eta / beta) div M(x) + sqrt(2 eta / beta) M(x)^{1/2} xi
 
-(Fokker-Planck: the flux ``-M grad V p + (1/beta) div M p - (1/beta) div(M p) = -M (grad V + grad p / beta) p``
-vanishes at ``p = pi``). Without it the stationary law of the diffusion is ``pi / det M`` up to normalisation
-(in 1-D ``pi / m``: tested). ``div M`` comes from autograd of ``diag_fn`` (``divergence="autograd"``: one
-backward pass per coordinate, exact; ``"elementwise"``: one backward pass of ``sum(m)``, exact when ``m_i``
-depends on ``x_i`` only) or from a user function. ULA/MLA recognise it by ``state_dependent = True``: they call
+(Fokker-Planck: the flux ``-M grad V p + (1/beta) (div M) p - (1/beta) div(M p) = -M (p grad V + grad p / beta)``
+vanishes at ``p = pi``). Without it the flux vanishes at ``p ∝ pi / det M`` when each ``m_i`` depends on ``x_i``
+only (in 1-D: ``pi / m``, tested), and in general the uncorrected chain has no such closed form.
+``div M`` comes from autograd of ``diag_fn`` (``divergence="autograd"``: one backward pass per coordinate, exact;
+``"elementwise"``: one backward pass of ``sum(m)``, exact when ``m_i`` depends on ``x_i`` only) or from a user
+function. ULA/MLA recognise it by ``state_dependent = True``: they call
 :meth:`StatePreconditioner.observe_state` with the current particles before each step and add
 ``(eta / beta) divergence()``. It also declares ``adaptive = True`` so that samplers with a fixed ``M`` refuse it,
 and its :meth:`StatePreconditioner.observe` (gradient updates) raises: a sampler that does not know about
@@ -334,6 +335,7 @@ class StatePreconditioner(_DiagonalScaling):
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             m = self.diag_fn(xr)
+            _check_shape("diag_fn", m, x)
             if not m.requires_grad:  # M does not depend on x
                 return m.detach(), torch.zeros_like(x)
             if self.div_rule == "elementwise":
@@ -350,10 +352,9 @@ class StatePreconditioner(_DiagonalScaling):
 
     @staticmethod
     def _check(diag: torch.Tensor, div: torch.Tensor | None, x: torch.Tensor) -> None:
-        if tuple(diag.shape) != tuple(x.shape):
-            raise ValueError(f"diag_fn must return the particles' shape {tuple(x.shape)}, got {tuple(diag.shape)}")
-        if div is not None and tuple(div.shape) != tuple(x.shape):
-            raise ValueError(f"divergence must return the particles' shape {tuple(x.shape)}, got {tuple(div.shape)}")
+        _check_shape("diag_fn", diag, x)
+        if div is not None:
+            _check_shape("divergence", div, x)
         if not bool((diag > 0).all()):
             raise ValueError("diag_fn must return a positive diagonal (M(x) > 0) at every particle")
 
@@ -372,3 +373,8 @@ class StatePreconditioner(_DiagonalScaling):
         out = {"kind": self.kind, "divergence": rule, "correction": self.correction, "observations": self.k,
                "adaptive": True, "state_dependent": True}
         return {**out, **self._diag_range()}
+
+
+def _check_shape(name: str, t: torch.Tensor, x: torch.Tensor) -> None:
+    if tuple(t.shape) != tuple(x.shape):
+        raise ValueError(f"{name} must return the particles' shape {tuple(x.shape)}, got {tuple(t.shape)}")

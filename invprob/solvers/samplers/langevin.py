@@ -6,7 +6,10 @@
 
 An adaptive preconditioner (``preconditioner="adam"``, or an object declaring ``adaptive = True``) is updated
 with each iteration's gradients through ``observe(grad)`` before it is applied: a heuristic without the fixed-``M``
-invariance (:mod:`invprob.solvers.samplers.adaptive`).
+invariance (:mod:`invprob.solvers.samplers.adaptive`; ``"adam"``, or a ``FisherPreconditioner``). A state-dependent
+``M(x)`` (an object declaring ``state_dependent = True``, e.g. a ``StatePreconditioner``) is evaluated at the
+particles through ``observe_state(x)`` and the step adds the drift that keeps ``pi`` invariant:
+``x <- x - eta M(x) grad V + (eta / beta) div M(x) + sqrt(2 eta / beta) M(x)^{1/2} xi``.
 
 Each particle is an independent chain; the chains are the batch dimension. The estimates pool all chains after
 burn-in (``info["uncertainty"]["estimator"] == "chains"``), checked by the convergence diagnostics of
@@ -44,7 +47,9 @@ class LangevinConfig:
     preconditioner : str, callable, matrix or Preconditioner
         ``"identity"`` for ULA/MYULA; MLA defaults to ``"normal"``. ``"adam"`` (or an
         :class:`~invprob.solvers.samplers.adaptive.AdamPreconditioner`): a variable diagonal ``M^(k)`` updated
-        from the gradients, a heuristic with no fixed-``M`` invariance; the default step is set for ``M^(0) = I``.
+        from the gradients, a heuristic with no fixed-``M`` invariance; the default step is set for ``M^(0) = I``
+        (also for a ``FisherPreconditioner`` and for a state-dependent ``StatePreconditioner``, whose ``div M``
+        drift the step adds).
     c : float
         Shift of the ``"normal"``/``"posterior"`` preconditioners.
     prior_gradient : {"auto", "smooth", "moreau"}
@@ -101,10 +106,16 @@ class _Langevin(Sampler):
     def _step(self, target, x, state, gen, log):
         fn, g, _ = target.evaluate(x, need_fn=log)
         p = state.precond
-        if p.adaptive:
+        state_dependent = getattr(p, "state_dependent", False) is True
+        if state_dependent:
+            p.observe_state(x)
+        elif p.adaptive:
             p.observe(g)
         xi = randn_like(x, gen)
         x_new = x - state.step * p.apply(g) + state.noise * p.sqrt_apply(xi)
+        div = p.divergence() if state_dependent else None
+        if div is not None:  # the div M drift of a state-dependent M(x)
+            x_new = x_new + (state.step / target.beta) * div
         entry = {}
         if log:
             entry = {"potential": fn.mean(), "spread": x.std(0).mean() if x.shape[0] > 1 else torch.zeros(()),

@@ -154,6 +154,9 @@ class PBRWPConfig:
         if self.logz not in LOGZ:
             raise ValueError(f"logz must be one of {LOGZ}, got {self.logz!r}")
         check_preconditioner_spec(self.preconditioner, adaptive=True)
+        if getattr(self.preconditioner, "state_dependent", False) is True:
+            raise ValueError("preconditioner: PBRWP's kernel needs one M for all particles; a state-dependent M(x) "
+                             "is for ULA/MLA")
         if self.drift is not None and not callable(self.drift):
             raise ValueError(f"drift must be a callable v -> grad h*(v) on (N, d) velocities, got {self.drift!r}")
         if self.momentum is not None:

@@ -31,7 +31,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.linalg import conjugate_gradient
-from invprob.solvers.samplers.adaptive import AdamPreconditioner
+from invprob.solvers.samplers.adaptive import AdamPreconditioner, FisherPreconditioner
 
 __all__ = [
     "CallablePreconditioner",
@@ -316,7 +316,7 @@ def _prior_part(prior, prior_symbol, P) -> str:
 #: :class:`Preconditioner`).
 PRECONDITIONER_NAMES = ("auto", "normal", "posterior", "identity")
 #: The variable preconditioners a sampler that updates them (``adaptive=True``) may name by string.
-ADAPTIVE_PRECONDITIONER_NAMES = ("adam",)
+ADAPTIVE_PRECONDITIONER_NAMES = ("adam", "fisher")
 
 
 def check_preconditioner_spec(spec, *, adaptive: bool = False) -> None:
@@ -348,8 +348,8 @@ def make_preconditioner(spec, target, *, c: float = 1.0, x_ref: torch.Tensor | N
     check_preconditioner_spec(spec, adaptive=adaptive)
     if isinstance(spec, Preconditioner) or getattr(spec, "adaptive", False) is True:
         return spec
-    if isinstance(spec, str) and spec == "adam":
-        return AdamPreconditioner()
+    if isinstance(spec, str) and spec in ADAPTIVE_PRECONDITIONER_NAMES:
+        return {"adam": AdamPreconditioner, "fisher": FisherPreconditioner}[spec]()
     post = target if isinstance(target, Posterior) else None
     if isinstance(spec, str) and spec == "auto":
         spec = _auto_kind(post, x_ref)
