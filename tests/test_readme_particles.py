@@ -45,3 +45,18 @@ def test_readme_particles_example_runs_and_converges(tmp_path):
         assert final < start, out.stdout  # both descend (a NaN final fails here too)
     assert runs["MirrorDescent"][1] < runs["WassersteinGD"][1], out.stdout  # the README's claim
     assert abs(runs["MirrorDescent"][1] + 1 / 12) < 1e-3, out.stdout  # the -1/12 level it names
+
+
+def test_readme_pbrwp_variants_example_runs_and_says_what_it_prints(tmp_path):
+    m = re.search(r"<!-- readme-example-pbrwp-variants -->\s*```python\n(.*?)```", README.read_text(), re.S)
+    assert m, "README lost its marked PBRWP-variants example"
+    code = m.group(1)
+    assert len(code.strip().splitlines()) <= 14
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    err = {k: float(v) for k, v in re.findall(r"^(plain|momentum|drift h\*): mean error " + NUM, out.stdout, re.M)}
+    assert err["momentum"] < 0.01 < 0.2 < err["plain"] < err["drift h*"], out.stdout  # as the comment says
+    std, truth = _pair("MLA \\+ Fisher std", out.stdout)
+    assert all(abs(a - b) < 0.1 * b for a, b in zip(std, truth, strict=True)), out.stdout
