@@ -6,7 +6,7 @@ P_ij x_j)/T]`` (``grad h* = identity`` is PBRWP itself), with Bonet et al.'s ``h
 and its rescaled form ``h*_s(v) = s^2 h*(v / s)`` (``grad h*_s(v) = s grad h*(v / s)``: unit-free; ``s`` is set
 relative to the initial velocity norm). Two problems:
 
-(a) Ill-conditioned Gaussians (``d = 2`` and ``10``, rotated, condition number 50, mean 0.3; 500 particles from
+(a) Ill-conditioned Gaussians (``d = 2`` and ``10``, rotated, condition number 50, mean 0.3; 200 particles from
     ``mean + 1 + N(0, 2 Sigma)``): the Gaussian KL of the particle cloud to the scheme's closed-form invariant
     law ``N(mean, Sigma_hat(T, M))`` against the iterations; every scheme at the best step of a grid (``eta L`` in
     0.1 ... 2, ``L`` the Lipschitz constant of ``M grad V`` in the ``M`` metric); iterations to ``KL < tol`` with
@@ -45,6 +45,7 @@ from invprob.solvers.samplers import MLA, PBRWP, GaussianPotential  # noqa: E402
 
 F64 = torch.float64
 STEP_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
+PSNR_GOAL = 33.0  # dB of the particle mean vs the reference mean (the plain schemes' plateau is about 35 dB)
 
 
 def kl_tolerance(d: int, n: int) -> float:
@@ -101,7 +102,7 @@ def first_below(trace, tol) -> int | None:
 
 def gaussian_schemes(pot, quick: bool) -> list[tuple[str, dict, float]]:
     """``(label, PBRWP keywords, L)``: BRWP (M = I, T below Sigma's smallest eigenvalue) and PBRWP (M = Sigma,
-    T = 0.5), plain and with ``grad h*`` (a = 1.25, 1.5, 1.75, and the rescaled form)."""
+    T = 0.5), plain and with ``grad h*`` (a = 1.5, 1.75)."""
     lam_min = float(torch.linalg.eigvalsh(pot.cov)[0])
     eye = torch.eye(pot.dim, dtype=F64)
     bases = [("BRWP (M = I)", dict(preconditioner=eye, T=0.5 * lam_min), 1.0 / lam_min),
@@ -116,8 +117,8 @@ def gaussian_schemes(pot, quick: bool) -> list[tuple[str, dict, float]]:
 
 def gaussian_part(quick: bool) -> tuple[list[dict], dict]:
     rows, traces = [], {}
-    n_iter = 600 if quick else 2000
-    N = 300 if quick else 500
+    n_iter = 600 if quick else 1500
+    N = 100 if quick else 200
     for d in (2, 10):
         tol = kl_tolerance(d, N)
         pot = gaussian(d)
@@ -138,7 +139,8 @@ def gaussian_part(quick: bool) -> tuple[list[dict], dict]:
             traces[(d, label)] = tr
             rows.append({"d": d, "scheme": label, "T": kw["T"], "best eta L": s,
                          "KL tol": tol, "iterations to KL < tol": "not reached" if hit == math.inf else int(hit),
-                         f"KL after {n_iter}": final, "grid wall s": time.perf_counter() - t0})
+                         f"KL after {n_iter}": final if math.isfinite(final) else "inf (singular or diverged cloud)",
+                         "grid wall s": time.perf_counter() - t0})
             print(rows[-1], flush=True)
     return rows, traces
 
@@ -207,7 +209,7 @@ def tv_part(quick: bool) -> tuple[list[dict], dict]:
         eta0 = None
         variants = [(base, plain, None)]
         unit = velocity_scale(post, kw)
-        for a in ((1.5,) if quick else (1.25, 1.5, 1.75)):
+        for a in (1.5,):
             for f in ((1.0,) if quick else (0.1, 1.0, 10.0)):
                 variants.append((f"{base} + h*_s, a = {a}, s = {f:g} |v0|", None, scaled_h_star_grad(a, f * unit)))
         for label, smp, drift in variants:
@@ -225,8 +227,9 @@ def tv_part(quick: bool) -> tuple[list[dict], dict]:
                 eta0 = float(smp.run(post, n_particles=2, n_iter=1, rng=0, init=post.y, progress=False,
                                      log_every=1).info["step"])
             traces[label] = tr
-            hit = next((it for it, p in tr if p >= 35.0), None)
-            rows.append({"scheme": label, "step / default": mult, "iterations to 35 dB": hit or "not reached",
+            hit = next((it for it, p in tr if p >= PSNR_GOAL), None)
+            rows.append({"scheme": label, "step / default": mult,
+                         f"iterations to {PSNR_GOAL:g} dB": hit or "not reached",
                          f"PSNR after {n_iter} (dB)": tr[-1][1], "best PSNR (dB)": max(p for _, p in tr),
                          "wall s": time.perf_counter() - t0})
             print(rows[-1], flush=True)
