@@ -50,3 +50,42 @@ def test_auto_gives_the_sampler_pipelines_map_and_std_on_the_linearised_gaussian
     # it before, hence the loose tolerance above
     np.testing.assert_allclose(fast.theta_mean, fast.theta_map, rtol=0, atol=0)
     assert "sampler_s" not in fast.info["timings_s"]
+
+
+def test_linear_gaussian_map_is_one_exact_newton_step():
+    """Difference imaging with the Gaussian prior: the objective is quadratic, so one undamped Newton step is the
+    MAP: its gradient vanishes (relative to the start's) and Levenberg-Marquardt's damped iterations on the same
+    quadratic objective (the path taken before) arrive at it."""
+    import torch
+
+    from invprob.priors.mesh import MeshGraph
+    from invprob.solvers.eit import build_posterior, build_prior, estimate_noise, fit_background, gauss_newton
+
+    coarse, sim = _case()
+    cfg = ReconConfig(difference=True)
+    fit = fit_background(sim.data, coarse, cfg, reference=sim.reference)
+    noise = estimate_noise(sim.data, cfg, fit, reference=sim.reference)
+    theta_bg = math.log(fit.sigma)
+    prior = build_prior(cfg, MeshGraph.from_mesh(coarse), theta_bg, 1.0)
+    post = build_posterior(cfg, fit, noise, prior, sim.data, reference=sim.reference)
+    start = torch.full((1, coarse.n_cells), theta_bg, dtype=torch.float64)
+    one = gauss_newton(post, start)
+    assert one.info["iterations"] == 1 and "exact Newton" in one.info["method"]
+    assert float(post.grad(one.x).norm()) < 1e-8 * float(post.grad(start).norm())
+
+    class Opaque:  # the same forward map without its is_linear declaration: the damped iterations
+        def __init__(self, f):
+            self._f = f
+
+        def __getattr__(self, name):
+            if name == "is_linear":
+                raise AttributeError(name)
+            return getattr(self._f, name)
+
+        def __call__(self, theta):
+            return self._f(theta)
+
+    post.forward = Opaque(post.forward)
+    damped = gauss_newton(post, start, max_iter=50, tol=1e-14)
+    assert damped.info["iterations"] > 1
+    np.testing.assert_allclose(one.x.numpy(), damped.x.numpy(), rtol=0, atol=1e-6)
