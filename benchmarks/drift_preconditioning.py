@@ -28,6 +28,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -100,6 +101,44 @@ def first_below(trace, tol) -> int | None:
     return next((it for it, kl in trace if kl < tol), None)
 
 
+def gaussian_init(pot: GaussianPotential, n: int) -> torch.Tensor:
+    """The shared start: ``n`` particles from ``mean + 1 + N(0, 2 Sigma)`` (seed 5)."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(n, pot.dim, generator=g, dtype=F64)
+    return pot.mean + 1.0 + z @ torch.linalg.cholesky(2 * pot.cov).T
+
+
+@dataclass(frozen=True)
+class GridBest:
+    """The best step of a grid for one scheme: fewest iterations to the tolerance, then the lowest final KL."""
+
+    step: float  # eta L
+    hit: float  # iterations to KL < tol (inf: not reached)
+    final: float  # KL after the budget
+    trace: list
+    wall_s: float
+
+    def columns(self, tol: float, n_iter: int) -> dict:
+        return {"best eta L": self.step, "KL tol": tol,
+                "iterations to KL < tol": "not reached" if self.hit == math.inf else int(self.hit),
+                f"KL after {n_iter}": self.final if math.isfinite(self.final) else "inf (singular or diverged cloud)",
+                "grid wall s": self.wall_s}
+
+
+def best_of_grid(pot, kw: dict, L: float, init, n_iter: int, tol: float, steps) -> GridBest:
+    """Run ``PBRWP(step=s / L, **kw)`` for every ``s`` in ``steps`` against the closed-form invariant law."""
+    S_hat = pot.pbrwp_invariant_covariance(kw["T"], kw["preconditioner"])
+    best, t0 = None, time.perf_counter()
+    for s in steps:
+        tr = kl_trace(pot, PBRWP(step=s / L, uncertainty="particles", **kw), init, n_iter, S_hat)
+        hit = first_below(tr, tol)
+        key = (hit if hit is not None else math.inf, tr[-1][1])
+        if best is None or key < best[0]:
+            best = (key, s, tr)
+    (hit, final), s, tr = best
+    return GridBest(s, hit, final, tr, time.perf_counter() - t0)
+
+
 def gaussian_schemes(pot, quick: bool) -> list[tuple[str, dict, float]]:
     """``(label, PBRWP keywords, L)``: BRWP (M = I, T below Sigma's smallest eigenvalue) and PBRWP (M = Sigma,
     T = 0.5), plain and with ``grad h*`` (a = 1.5, 1.75)."""
@@ -122,25 +161,11 @@ def gaussian_part(quick: bool) -> tuple[list[dict], dict]:
     for d in (2, 10):
         tol = kl_tolerance(d, N)
         pot = gaussian(d)
-        g = torch.Generator().manual_seed(5)
-        init = pot.mean + 1.0 + torch.randn(N, d, generator=g, dtype=F64) @ torch.linalg.cholesky(2 * pot.cov).T
+        init = gaussian_init(pot, N)
         for label, kw, L in gaussian_schemes(pot, quick):
-            S_hat = pot.pbrwp_invariant_covariance(kw["T"], kw["preconditioner"])
-            best = None
-            t0 = time.perf_counter()
-            for s in (STEP_GRID[1::2] if quick else STEP_GRID):
-                smp = PBRWP(step=s / L, uncertainty="particles", **kw)
-                tr = kl_trace(pot, smp, init, n_iter, S_hat)
-                hit = first_below(tr, tol)
-                key = (hit if hit is not None else math.inf, tr[-1][1])
-                if best is None or key < best[0]:
-                    best = (key, s, tr)
-            (hit, final), s, tr = best
-            traces[(d, label)] = tr
-            rows.append({"d": d, "scheme": label, "T": kw["T"], "best eta L": s,
-                         "KL tol": tol, "iterations to KL < tol": "not reached" if hit == math.inf else int(hit),
-                         f"KL after {n_iter}": final if math.isfinite(final) else "inf (singular or diverged cloud)",
-                         "grid wall s": time.perf_counter() - t0})
+            best = best_of_grid(pot, kw, L, init, n_iter, tol, STEP_GRID[1::2] if quick else STEP_GRID)
+            traces[(d, label)] = best.trace
+            rows.append({"d": d, "scheme": label, "T": kw["T"], **best.columns(tol, n_iter)})
             print(rows[-1], flush=True)
     return rows, traces
 

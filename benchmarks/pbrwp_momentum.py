@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,9 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _report import header, markdown_table, write_section  # noqa: E402
-from drift_preconditioning import STEP_GRID, first_below, gaussian, kl_tolerance, kl_trace  # noqa: E402
-
-from invprob.solvers.samplers import PBRWP  # noqa: E402
+from drift_preconditioning import STEP_GRID, best_of_grid, gaussian, gaussian_init, kl_tolerance  # noqa: E402
 
 F64 = torch.float64
 
@@ -57,22 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     for d in (2, 10):
         pot = gaussian(d)
         tol = kl_tolerance(d, N)
-        g = torch.Generator().manual_seed(5)
-        init = pot.mean + 1.0 + torch.randn(N, d, generator=g, dtype=F64) @ torch.linalg.cholesky(2 * pot.cov).T
+        init = gaussian_init(pot, N)
         for label, kw, L in schemes(pot):
-            S_hat = pot.pbrwp_invariant_covariance(kw["T"], kw["preconditioner"])
-            best, t0 = None, time.perf_counter()
-            for s in (STEP_GRID[1::2] if args.quick else STEP_GRID):
-                tr = kl_trace(pot, PBRWP(step=s / L, uncertainty="particles", **kw), init, n_iter, S_hat)
-                hit = first_below(tr, tol)
-                key = (hit if hit is not None else math.inf, tr[-1][1])
-                if best is None or key < best[0]:
-                    best = (key, s)
-            (hit, final), s = best
-            rows.append({"d": d, "scheme": label, "best eta L": s, "KL tol": tol,
-                         "iterations to KL < tol": "not reached" if hit == math.inf else int(hit),
-                         f"KL after {n_iter}": final if math.isfinite(final) else "inf (singular or diverged cloud)",
-                         "grid wall s": time.perf_counter() - t0})
+            best = best_of_grid(pot, kw, L, init, n_iter, tol, STEP_GRID[1::2] if args.quick else STEP_GRID)
+            rows.append({"d": d, "scheme": label, **best.columns(tol, n_iter)})
             print(rows[-1], flush=True)
     text = header("PBRWP momentum (accelerated density dynamics) against the plain step, ill-conditioned Gaussians")
     text += "\n" + __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n" + markdown_table(rows)

@@ -157,6 +157,12 @@ class EITPosterior(Potential):
         th = self.batch(theta)[0].detach().to(torch.float64)
         return self.forward.jacobian(th).to(torch.float64) / self.noise_std[:, None]
 
+    def gauss_newton_hessian(self, theta: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
+        """``J^T S^-2 J + H_R`` at one field (n_cells, n_cells), float64: the Gauss-Newton matrix of the MAP solvers
+        and the Laplace precision (``kind`` as in :meth:`prior_hessian`)."""
+        Jw = self.whitened_jacobian(theta)
+        return Jw.T @ Jw + self.prior_hessian(theta, kind=kind)
+
     def prior_hessian(self, theta: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
         """The prior's dense Hessian at one field (``kind``: ``"majorizer"`` or ``"exact"`` for non-quadratic ones)."""
         th = self.batch(theta)[0].detach().to(torch.float64)

@@ -39,9 +39,7 @@ def laplace_covariance(
     std : torch.Tensor (n_cells,)
         ``sqrt(diag(Sigma))`` in ``theta`` units; with ``return_covariance=True`` also ``Sigma``.
     """
-    Jw = post.whitened_jacobian(theta)
-    H = Jw.T @ Jw + post.prior_hessian(theta, kind=prior_kind)
-    H = post.beta * H
+    H = post.beta * post.gauss_newton_hessian(theta, kind=prior_kind)
     Lc, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0:
         raise ValueError("the Laplace precision J^T S^-2 J + H_prior is not positive definite (prior too weak?)")
@@ -67,9 +65,8 @@ def jacobian_preconditioner(post: EITPosterior, theta: torch.Tensor, *, kind: st
     from invprob.solvers.samplers import CallablePreconditioner
 
     c = check_positive("c", c)
-    Jw = post.whitened_jacobian(theta)
     if kind == "normal":
-        _, s, Vh = torch.linalg.svd(Jw, full_matrices=False)
+        _, s, Vh = torch.linalg.svd(post.whitened_jacobian(theta), full_matrices=False)
         V = Vh.T.contiguous()
         s2 = s * s
         fa = 1.0 / (s2 + c) - 1.0 / c
@@ -87,7 +84,7 @@ def jacobian_preconditioner(post: EITPosterior, theta: torch.Tensor, *, kind: st
             norm=1.0 / c,
         )
     if kind == "posterior":
-        H = Jw.T @ Jw + post.prior_hessian(theta)
+        H = post.gauss_newton_hessian(theta)
         H.diagonal().add_(c)
         R = torch.linalg.cholesky(H)
         on = _DeviceCopies(H=H, R=R)  # one copy per device the particles live on (none made on the CPU)

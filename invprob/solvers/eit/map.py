@@ -54,9 +54,8 @@ def gauss_newton(
 
         bar = tqdm(total=int(max_iter), desc="Gauss-Newton", leave=False)
     for it in range(1, int(max_iter) + 1):  # noqa: B007  (reported after the loop)
-        Jw = post.whitened_jacobian(theta)
         g = post.grad(theta)[0].to(torch.float64)
-        H = Jw.T @ Jw + post.prior_hessian(theta)
+        H = post.gauss_newton_hessian(theta)
         dH = H.diagonal().clone().clamp_min(1e-12 * float(H.diagonal().max()))
         accepted, trial, f_new, mu = _damped_step(post, theta, H, dH, g, f, mu, max_step)
         if bar is not None:
@@ -92,8 +91,7 @@ def _quadratic_map(post: EITPosterior, theta: torch.Tensor, t0: float) -> MAPRes
     undamped Newton step ``theta - H^{-1} grad V(theta)``, ``H = J^T S^-2 J + H_R`` (the objective is quadratic, so
     the step lands on the minimiser; Levenberg-Marquardt would spend several damped iterations on it)."""
     f0 = float(post.fn_smooth(theta)[0])
-    Jw = post.whitened_jacobian(theta)
-    H = Jw.T @ Jw + post.prior_hessian(theta)
+    H = post.gauss_newton_hessian(theta)
     g = post.grad(theta)[0].to(torch.float64)
     delta = -torch.cholesky_solve(g[:, None], torch.linalg.cholesky(H))[:, 0]
     theta = theta + delta[None]

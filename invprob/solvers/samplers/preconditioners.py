@@ -51,6 +51,7 @@ class Preconditioner:
     kind = "custom"
     inv_symbol: torch.Tensor | None = None  # eigenvalues of M^{-1} on the rfft2 grid (Fourier-diagonal ones)
     adaptive = False  # True: M changes during a run through ``observe(grad)`` (AdamPreconditioner)
+    state_dependent = False  # True: M = M(x), evaluated through ``observe_state(x)`` (StatePreconditioner)
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
