@@ -135,7 +135,8 @@ def test_time_limit_stops_and_says_so(gauss_post):
     res = PBRWP(preconditioner="normal", uncertainty=PosteriorLangevin(cfg)).run(
         post, n_particles=8, n_iter=5, rng=0, progress=False)
     u = res.info["uncertainty"]
-    assert u["stopped_by"] == "time limit" and u["chain_iterations"] == 16
+    # the blocks shrink to one iteration so that the four the diagnostics need fit in the limit
+    assert u["stopped_by"] == "time limit" and u["chain_iterations"] == 4
     assert u["calibration_status"].startswith("not converged") and "time limit" in u["calibration_status"]
 
 

@@ -351,7 +351,7 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         "note": (f"{_signal_text()} stopped the run; these outputs are partial: " + info["interrupted"])
         if info.get("interrupted") else None,
     }
-    for k in ("psf", "image", "device_name", "dtype"):
+    for k in ("psf", "image", "device_name", "dtype", "memory"):
         if k in info:
             summary[k] = info[k]
     atomic_write_json(tmp / "summary.json", summary)

@@ -151,14 +151,27 @@ class PosteriorLangevin(UncertaintyEstimator):
         run = _ChainRun(target, precond, eta, noise, gen, blocks, scheme)
         stop = run.go(z, cfg, p_over_beta, self.progress, state.keep_samples)
         if not blocks.ready():
-            raise ValueError("posterior-langevin: the chains stopped before four diagnostics blocks "
-                             f"({blocks.iterations} iterations); raise the time limit or the iteration budget")
+            return self._too_short(particles, stop, run, eta)
         mean, var, coef, diag_ = diagnose(blocks, cfg.targets, p_over_beta, view=target.published)
         if not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("posterior-langevin chains produced non-finite values; lower step_scale")
         info = self._info(eta, coef, diag_, stop, run)
         samples = run.kept_after(diag_.burn_in_iterations)
         return EstimatorOutput(mean, var.clamp_min(0).sqrt(), info, samples)
+
+    def _too_short(self, particles, stop: str, run, eta: float) -> EstimatorOutput:
+        """The result of chains stopped (interrupted) before four diagnostics blocks: the sampler's own particle
+        moments, labelled as what they are."""
+        why = (f"the chains were interrupted after {run.iterations} iterations, before the four diagnostics blocks "
+               f"they need ({4 * run.blocks.block_len} iterations)")
+        status = (f"not converged: {why}; mean and std are the spread of the sampler's particles, which is not the "
+                  "posterior std; do not trust the std map as calibrated")
+        info = {"estimator": "posterior-langevin", "calibration": "none: " + why, "calibration_status": status,
+                "converged": False, "chain_iterations": run.iterations, "chain_time_s": run.elapsed,
+                "chain_step": eta, "chain_stages": self.config.stages, "stopped_by": stop, "history": run.history}
+        if particles.count < 2:
+            raise ValueError(f"posterior-langevin: {why}, and the sampler kept fewer than two states")
+        return EstimatorOutput(particles.mean, particles.variance(ddof=1).sqrt(), info)
 
     def _block_len(self) -> int:
         cfg = self.config
@@ -294,9 +307,13 @@ class _ChainRun:
         stop = "iteration cap"
         try:
             while self.iterations < cap:
-                for _ in range(min(self.blocks.block_len, cap - self.iterations)):
+                while True:  # one block
                     z = self.step(z, with_cv)
                     self.iterations += 1
+                    if self.iterations == 1 and not fixed and cfg.time_limit is not None:
+                        self._fit_blocks(cfg.time_limit, time.perf_counter() - t0)
+                    if self.blocks.open_iterations == 0 or self.iterations >= cap:
+                        break
                 self.elapsed = time.perf_counter() - t0
                 self._keep(z, keep_samples)
                 verdict = self._check(cfg, p_over_beta, bar)
@@ -315,6 +332,13 @@ class _ChainRun:
                 bar.close()
         self.elapsed = time.perf_counter() - t0
         return stop
+
+    def _fit_blocks(self, time_limit: float, first_iteration_s: float) -> None:
+        """Shorten the diagnostics blocks so that the four the diagnostics need fit in ``time_limit`` (large images:
+        an iteration can take seconds); the verdict then says how few iterations were kept."""
+        fits = int(time_limit // (4 * max(first_iteration_s, 1e-9)))
+        if fits < self.blocks.block_len:
+            self.blocks.shorten(max(1, fits))
 
     def _check(self, cfg, p_over_beta, bar) -> bool:
         if not self.blocks.ready():

@@ -1,0 +1,149 @@
+"""Large images: bounded memory of the chains' diagnostics, chains that fit a time limit, partial results when a
+run is stopped before the diagnostics could run, chunked gradients, and the memory figures of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from invprob import Posterior
+from invprob.devices import peak_memory
+from invprob.operators import Blur, gaussian_kernel
+from invprob.priors import TV, GaussianPrior
+from invprob.solvers import deblur as deblur_module
+from invprob.solvers.samplers import PBRWP, GaussianPotential, PosteriorLangevin, PosteriorLangevinConfig
+from invprob.solvers.samplers import diagnostics as diag_module
+from invprob.solvers.samplers.base import Target
+from invprob.solvers.samplers.diagnostics import ChainBlocks, DiagnosticsTargets, diagnose
+
+
+def _states(n_iter=48, n_chains=8, shape=(2, 6, 7), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_iter, n_chains, *shape, generator=g, dtype=torch.float64) * 0.3 + 2.0
+    grad = torch.randn(n_iter, n_chains, *shape, generator=g, dtype=torch.float64)
+    return z, grad
+
+
+def _fill(blocks: ChainBlocks, z, grad):
+    for k in range(z.shape[0]):
+        blocks.update(z[k], grad[k])
+    return blocks
+
+
+def test_float32_blocks_of_large_events_give_the_float64_moments(monkeypatch):
+    """Above LARGE_EVENT values the sums are float32: the moments and every diagnostic agree with float64."""
+    z, grad = _states()
+    center = z[0].mean(0, keepdim=True)
+    ref = _fill(ChainBlocks(8, 4, 3, center, control_variates=True), z, grad)
+    monkeypatch.setattr(diag_module, "LARGE_EVENT", 10)
+    small = _fill(ChainBlocks(8, 4, 3, center, control_variates=True), z, grad)
+    assert ref.dtype == torch.float64 and small.dtype == torch.float32
+    p = torch.full(z.shape[2:], 0.05, dtype=torch.float64)
+    m64, v64, _, d64 = diagnose(ref, DiagnosticsTargets(), p)
+    m32, v32, _, d32 = diagnose(small, DiagnosticsTargets(), p)
+    assert m32.dtype == torch.float32
+    torch.testing.assert_close(m32.double(), m64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(v32.double(), v64, rtol=1e-3, atol=1e-6)
+    for name in ("rhat_q99", "std_mcse", "ess_q01", "drift"):
+        assert getattr(d32, name) == pytest.approx(getattr(d64, name), rel=1e-3, abs=1e-5), name
+
+
+def test_the_memory_budget_lowers_the_number_of_blocks_but_not_below_eight():
+    center = torch.zeros(1, 1, 64, 64, dtype=torch.float64)
+    per_block = 5 * 4 * 64 * 64 * 8
+    assert ChainBlocks(8, 4, 1, center, control_variates=True).max_blocks == 16
+    assert ChainBlocks(8, 4, 1, center, control_variates=True, max_bytes=10 * per_block).max_blocks == 10
+    assert ChainBlocks(8, 4, 1, center, control_variates=True, max_bytes=per_block).max_blocks == 8
+    blocks = ChainBlocks(8, 4, 1, center, control_variates=True, max_bytes=10 * per_block)
+    z = torch.randn(25, 8, 1, 64, 64, dtype=torch.float64)
+    _fill(blocks, z, z)
+    assert len(blocks.blocks) <= 10 and blocks.iterations == 25 - blocks.open_iterations
+
+
+def test_blocks_can_be_shortened_only_before_the_first_is_complete():
+    z, grad = _states(n_iter=3)
+    blocks = ChainBlocks(8, 4, 5, z[0].mean(0, keepdim=True))
+    blocks.update(z[0])
+    blocks.update(z[1])
+    blocks.shorten(2)  # two iterations already summed: the open block closes now
+    assert blocks.iterations == 2 and blocks.open_iterations == 0 and blocks.block_len == 2
+    blocks.update(z[2])
+    with pytest.raises(ValueError, match="before the first block"):
+        blocks.shorten(1)
+
+
+class _StopsAfter(GaussianPotential):
+    """A Gaussian whose gradient raises KeyboardInterrupt (what SIGTERM becomes) after ``calls`` evaluations."""
+
+    def __init__(self, calls: int, **kw):
+        super().__init__(**kw)
+        self.calls = calls
+
+    def grad(self, x):
+        self.calls -= 1
+        if self.calls < 0:
+            raise KeyboardInterrupt
+        return super().grad(x)
+
+
+def test_chains_interrupted_before_their_diagnostics_report_the_particles_and_say_so():
+    """A stop before four blocks used to raise (and the CLI wrote nothing): now the particle moments come back,
+    labelled as not the posterior std."""
+    cov = torch.diag(torch.tensor([1.0, 0.3, 0.1], dtype=torch.float64))
+    counter = _StopsAfter(10**9, cov=cov)
+
+    def run(pot, uncertainty):
+        return PBRWP(preconditioner=cov, T=0.5, step=0.2, uncertainty=uncertainty).run(
+            pot, n_particles=16, n_iter=40, rng=0, init_spread=1.0, progress=False)
+
+    run(counter, "particles")
+    sampler_calls = 10**9 - counter.calls  # the gradients PBRWP itself evaluates; the chains come after
+    est = PosteriorLangevin(PosteriorLangevinConfig(stages=1, block_len=50))
+    res = run(_StopsAfter(sampler_calls + 30, cov=cov), est)
+    unc = res.info["uncertainty"]
+    assert unc["stopped_by"] == "interrupted" and unc["converged"] is False
+    assert unc["calibration_status"].startswith("not converged: the chains were interrupted")
+    assert "not the posterior std" in unc["calibration_status"]
+    assert res.std.shape == res.mean.shape == (1, 3) and bool(torch.isfinite(res.std).all())
+    torch.testing.assert_close(res.std, res.info["particle_std"].to(res.std.dtype))
+
+
+def test_a_time_limit_shortens_slow_chains_to_fit_four_blocks():
+    op = Blur(gaussian_kernel(1.0), (16, 16))
+    y = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    post = Posterior(op, y, 0.05, GaussianPrior(10.0))
+    cfg = PosteriorLangevinConfig(time_limit=1e-4, control_variates=False)
+    res = PBRWP(preconditioner="posterior", uncertainty=PosteriorLangevin(cfg)).run(
+        post, n_particles=8, n_iter=3, rng=0, progress=False)
+    unc = res.info["uncertainty"]
+    assert unc["stopped_by"] == "time limit" and unc["chain_iterations"] == 4
+    assert unc["diagnostics"]["kept_iterations"] == 2 and not unc["converged"]
+
+
+def test_chunked_gradients_equal_the_batched_ones():
+    op = Blur(gaussian_kernel(1.5), (24, 20), boundary="free")
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(1, 1, 24, 20, generator=g, dtype=torch.float64)
+    post = Posterior(op, op.pad_data(y), 0.02, TV(5.0, eps=0.01))
+    x = op.extend(y) + 0.05 * torch.randn(5, 1, *op.domain_shape[-2:], generator=g, dtype=torch.float64)
+    f1, g1, _ = Target(post).evaluate(x)
+    f2, g2, _ = Target(post, chunk_size=2).evaluate(x)
+    torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g2, g1, rtol=1e-12, atol=1e-12)
+
+
+def test_particle_chunk_bounds_the_values_per_evaluation():
+    assert deblur_module.particle_chunk(torch.zeros(1, 1, 512, 512)) is None
+    assert deblur_module.particle_chunk(torch.zeros(1, 3, 512, 512)) == 1
+    n = deblur_module.CHUNK_ABOVE
+    assert deblur_module.particle_chunk(torch.zeros(1, n + 1)) == 1
+
+
+def test_a_run_reports_its_peak_memory():
+    y = np.random.default_rng(0).random((1, 24, 24))
+    res = deblur_module.deblur(y, deblur_module.DeblurConfig(psf="gaussian:1", noise_std=0.05, weight=5.0,
+                                                             method="map", map_max_iter=5))
+    mem = res.info["memory"]
+    assert mem["peak_rss_mb"] > 10 and mem["cuda_peak_mb"] is None
+    assert peak_memory("cpu")["peak_rss_mb"] >= mem["peak_rss_mb"]
