@@ -140,6 +140,47 @@ def as_image_batch(name: str, x: torch.Tensor, image_shape: tuple[int, ...] | No
     return x
 
 
+def as_volume_batch(name: str, x: torch.Tensor, volume_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``x`` as a ``(B, C, D, H, W)`` tensor; accepts ``(D, H, W)``, ``(C, D, H, W)`` and ``(B, C, D, H, W)`` (views).
+
+    The 3-D counterpart of :func:`as_image_batch` (a 3-D tensor is a volume ``(D, H, W)`` here, not a colour
+    image).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    x : torch.Tensor
+        The volume or batch.
+    volume_shape : tuple of int, optional
+        The trailing dimensions ``x`` must have.
+
+    Returns
+    -------
+    torch.Tensor
+        A 5-D view of ``x``.
+
+    Examples
+    --------
+    >>> as_volume_batch("x", torch.zeros(4, 5, 7)).shape
+    torch.Size([1, 1, 4, 5, 7])
+    """
+    if not torch.is_tensor(x):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x[None, None]
+    elif x.ndim == 4:
+        x = x[None]
+    elif x.ndim != 5:
+        raise ValueError(
+            f"{name} must have 3, 4 or 5 dimensions (D, H, W), (C, D, H, W) or (B, C, D, H, W); "
+            f"got shape {tuple(x.shape)}"
+        )
+    if volume_shape is not None and tuple(x.shape[-len(volume_shape):]) != tuple(volume_shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected trailing dimensions {tuple(volume_shape)}")
+    return x
+
+
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Inner product per batch item: ``(B, ...) x (B, ...) -> (B,)``.
 

@@ -8,22 +8,35 @@ prior with a circulant operator, the closed-form Gaussian posterior.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from invprob._checks import as_image_batch, check_finite, check_positive
+from invprob._checks import as_image_batch, as_volume_batch, check_finite, check_positive
 from invprob.operators.base import LinearOperator, as_operator
 from invprob.potential import Potential
 
 __all__ = ["Posterior", "SpectralData", "rfft_weights", "weighted_sq_sum"]
 
 
-def rfft_weights(H: int, W: int, *, device="cpu") -> torch.Tensor:
-    """Multiplicity of each ``rfft2`` column in the full spectrum (1, then 2, and 1 for Nyquist if W even)."""
+def rfft_weights(*shape: int, device="cpu") -> torch.Tensor:
+    """Multiplicity of each ``rfft2`` column in the full spectrum (1, then 2, and 1 for Nyquist if W even).
+
+    ``shape`` is ``(H, W)``, or ``(D, H, W)`` for the ``rfftn`` grid ``(D, H, W // 2 + 1)`` of a volume.
+
+    Examples
+    --------
+    >>> rfft_weights(2, 3, 4)[0, 0]
+    tensor([1., 2., 1.], dtype=torch.float64)
+    """
+    if len(shape) < 2:
+        raise ValueError(f"shape must have at least two sizes, got {shape!r}")
+    W = shape[-1]
     w = torch.full((W // 2 + 1,), 2.0, dtype=torch.float64, device=device)
     w[0] = 1.0
     if W % 2 == 0:
         w[-1] = 1.0
-    return w.expand(H, -1)
+    return w.expand(*shape[:-1], -1)
 
 
 def weighted_sq_sum(z: torch.Tensor, sqrt_weight: torch.Tensor) -> torch.Tensor:
@@ -37,20 +50,25 @@ class SpectralData:
     With ``X = rfft2(x)``: ``rfft2(A x - y) = K X - Y``, ``rfft2(A^T (A x - y)) = conj(K) (K X - Y)``, and
     Parseval on the half spectrum ``||v||^2 = sum_k w_k |rfft2(v)_k|^2 / (H W)`` (``w``: :func:`rfft_weights`).
     The data gradient then costs one ``rfft2`` and one ``irfft2`` (instead of an ``A`` and an ``A^T``: two of
-    each) and the data value none. ``K`` is the operator's own ``fourier_symbol``.
+    each) and the data value none. ``K`` is the operator's own ``fourier_symbol``; for a volume (a 3-D symbol)
+    every transform is the ``rfftn`` over the last three axes.
     """
 
     def __init__(self, post: Posterior, ref: torch.Tensor):
-        H, W = post.event_shape[-2:]
         real, device = ref.dtype, ref.device
         s2 = post.noise_std**2
-        self.shape = (H, W)
         self.K = post.operator.fourier_symbol(real, device)
+        self.dims = tuple(range(-self.K.ndim, 0))
+        self.shape = tuple(post.event_shape[-self.K.ndim:])
         self.Kc_s2 = (post.operator.fourier_symbol(torch.float64, device).conj() / s2).to(self.K.dtype)
-        self.neg_Y = -torch.fft.rfft2(post.y.to(ref))
-        self.w = rfft_weights(H, W, device=device)  # float64
-        self.HW = H * W
+        self.neg_Y = -self.forward(post.y.to(ref))
+        self.w = rfft_weights(*self.shape, device=device)  # float64
+        self.HW = math.prod(self.shape)
         self.sqrt_w_data = (self.w / (self.HW * 2 * s2)).sqrt().to(real)  # data value = sum |R sqrt_w_data|^2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``rfft2(x)`` (``rfftn`` over the spatial axes)."""
+        return torch.fft.rfftn(x, dim=self.dims)
 
     def residual(self, X: torch.Tensor) -> torch.Tensor:
         """``rfft2(A x - y)`` from ``X = rfft2(x)``."""
@@ -58,7 +76,7 @@ class SpectralData:
 
     def data_grad(self, R: torch.Tensor) -> torch.Tensor:
         """``A^T (A x - y) / sigma_n^2`` (spatial) from the residual spectrum ``R``."""
-        return torch.fft.irfft2(self.Kc_s2 * R, s=self.shape)
+        return torch.fft.irfftn(self.Kc_s2 * R, s=self.shape, dim=self.dims)
 
     def data_value(self, R: torch.Tensor) -> torch.Tensor:
         """``||A x - y||^2 / (2 sigma_n^2)`` per batch item from the residual spectrum ``R`` (Parseval)."""
@@ -75,7 +93,9 @@ class Posterior(Potential):
         differ from its domain (``operator.range_shape``, e.g. ``Blur(..., boundary="valid")``).
     y : torch.Tensor
         Measurements on the operator's range: an image ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` for image
-        operators, or any tensor whose leading dimension is 1 (added if missing for 1-D data).
+        operators, a volume ``(D, H, W)``, ``(C, D, H, W)`` or ``(1, C, D, H, W)`` for volume operators (an
+        operator with ``ndim == 3`` and a ``(C, D, H, W)`` domain, e.g. a 3-D :class:`~invprob.operators.Blur`),
+        or any tensor whose leading dimension is 1 (added if missing for 1-D data).
     noise_std : float
         Standard deviation ``sigma_n`` of the additive white Gaussian noise (> 0).
     prior : Prior
@@ -114,9 +134,15 @@ class Posterior(Potential):
             raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
         check_finite("y", y)
         domain = getattr(operator, "domain_shape", None)
-        if is_linear and ((domain is not None and len(domain) == 3) or (not domain and y.ndim in (2, 3, 4))):
-            operator, y = self._image_problem(operator, y)
-            self.event_shape = (y.shape[1], *operator.domain_shape[-2:])
+        volume = is_linear and domain is not None and len(domain) == 4 and getattr(operator, "ndim", None) == 3
+        #: spatial dimension of an image (2) or volume (3) problem; None for other operators
+        self.spatial_ndim: int | None = None
+        image = is_linear and ((domain is not None and len(domain) == 3) or (not domain and y.ndim in (2, 3, 4)))
+        if volume or image:
+            nd = 3 if volume else 2
+            operator, y = self._image_problem(operator, y, nd)
+            self.event_shape = (y.shape[1], *operator.domain_shape[-nd:])
+            self.spatial_ndim = nd
         else:
             if not hasattr(operator, "A"):
                 raise ValueError(f"operator must provide A, got {type(operator).__name__}")
@@ -134,18 +160,24 @@ class Posterior(Potential):
         return self.operator.crop(x) if isinstance(self.operator, LinearOperator) else x
 
     @staticmethod
-    def _image_problem(operator, y):
-        """An image operator takes an image ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)``; ``y`` lives on its range."""
-        y = as_image_batch("y", y)
+    def _image_problem(operator, y, nd: int = 2):
+        """An image operator takes an image ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` (a volume operator,
+        ``nd = 3``, the same with ``D, H, W``); ``y`` lives on its range."""
+        y = as_image_batch("y", y) if nd == 2 else as_volume_batch("y", y)
         if y.shape[0] != 1:
             raise ValueError(f"y must hold one measurement (leading dimension 1), got shape {tuple(y.shape)}")
         operator = as_operator(operator, tuple(y.shape[1:]))
         if not operator.domain_shape:
             operator.domain_shape = tuple(y.shape[1:])
         expected = tuple(operator.range_shape or operator.domain_shape)
-        if expected[-2:] != tuple(y.shape[-2:]):
-            raise ValueError(f"y has spatial shape {tuple(y.shape[-2:])}, the operator's range is {expected[-2:]}")
+        if expected[-nd:] != tuple(y.shape[-nd:]):
+            raise ValueError(f"y has spatial shape {tuple(y.shape[-nd:])}, the operator's range is {expected[-nd:]}")
         return operator, y
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The grid of the Fourier symbols: ``(H, W)``, or ``(D, H, W)`` for a volume problem."""
+        return tuple(self.event_shape[-(self.spatial_ndim or 2):])
 
     # ------------------------------------------------------------------ data term
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,7 +205,7 @@ class Posterior(Potential):
         """``(data value or None, data gradient)``: the residual formed once (in Fourier for a circulant ``A``)."""
         sp = self.spectral_data(x)
         if sp is not None:
-            R = sp.residual(torch.fft.rfft2(x))
+            R = sp.residual(sp.forward(x))
             return (sp.data_value(R) if need_fn else None), sp.data_grad(R)
         if self.is_linear:
             r = self.operator.A(x) - self.y.to(x)
@@ -185,7 +217,7 @@ class Posterior(Potential):
         """The data value only: one forward operator call for a linear posterior (none for a circulant one)."""
         sp = self.spectral_data(x)
         if sp is not None:
-            return sp.data_value(sp.residual(torch.fft.rfft2(x)))
+            return sp.data_value(sp.residual(sp.forward(x)))
         if self.is_linear:
             return (self.operator.A(x) - self.y.to(x)).pow(2).flatten(1).sum(1) / (2 * self.noise_std**2)
         return self.data_fidelity(x)
@@ -234,8 +266,7 @@ class Posterior(Potential):
         if prior_lipschitz is not None:
             return data + float(prior_lipschitz) * norm_m
         if self.prior.is_quadratic:
-            H, W = self.event_shape[-2:]
-            ps = self.prior.curvature_symbol(H, W, dtype=torch.float64)
+            ps = self.prior.curvature_symbol(*self.spatial_shape, dtype=torch.float64)
             if inv_symbol is not None:
                 return data + float((ps / inv_symbol).max())
             return data + float(ps.max()) * norm_m
@@ -265,35 +296,37 @@ class Posterior(Potential):
                     and self.operator.fourier_symbol(torch.float64, "cpu") is not None)
 
     def precision_symbol(self, *, device="cpu") -> torch.Tensor:
-        """Eigenvalues of the posterior precision ``beta (A^T A / sigma^2 + P)`` on the ``rfft2`` grid (float64)."""
+        """Eigenvalues of the posterior precision ``beta (A^T A / sigma^2 + P)`` on the ``rfft2`` grid (float64;
+        the ``rfftn`` grid ``(D, H, W // 2 + 1)`` for a volume)."""
         if not self.has_closed_form:
             raise ValueError("a closed-form posterior needs a GaussianPrior and a circular Blur")
-        H, W = self.event_shape[-2:]
         K = self.operator.fourier_symbol(torch.float64, device)
-        P = self.prior.curvature_symbol(H, W, dtype=torch.float64, device=device)
+        P = self.prior.curvature_symbol(*self.spatial_shape, dtype=torch.float64, device=device)
         return self.beta * (K.abs() ** 2 / self.noise_std**2 + P)
 
     @staticmethod
-    def rfft_weights(H: int, W: int, *, device="cpu") -> torch.Tensor:
-        """Multiplicity of each ``rfft2`` column in the full spectrum (:func:`rfft_weights`)."""
-        return rfft_weights(H, W, device=device)
+    def rfft_weights(*shape: int, device="cpu") -> torch.Tensor:
+        """Multiplicity of each ``rfft2`` column in the full spectrum (:func:`rfft_weights`; ``shape`` is
+        ``(H, W)`` or ``(D, H, W)``)."""
+        return rfft_weights(*shape, device=device)
 
     def closed_form_moments(self, *, dtype=torch.float64, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Exact posterior mean and pixelwise std ``(1, *event_shape)`` (Gaussian prior, circular blur)."""
         if not self.has_closed_form:
             raise ValueError("a closed-form posterior needs a GaussianPrior and a circular Blur")
         y = self.y.to(device=device, dtype=torch.float64)
-        H, W = self.event_shape[-2:]
+        shape = self.spatial_shape
+        dims = tuple(range(-len(shape), 0))
         K = self.operator.fourier_symbol(torch.float64, device)
-        P = self.prior.curvature_symbol(H, W, dtype=torch.float64, device=device)
-        rhs = torch.fft.rfft2(self.operator.A_adjoint(y)) / self.noise_std**2
+        P = self.prior.curvature_symbol(*shape, dtype=torch.float64, device=device)
+        rhs = torch.fft.rfftn(self.operator.A_adjoint(y), dim=dims) / self.noise_std**2
         m = getattr(self.prior, "mean", 0.0)
         if torch.is_tensor(m) or m != 0.0:
             m_t = torch.as_tensor(m, dtype=torch.float64, device=device).expand_as(y)
-            rhs = rhs + torch.fft.rfft2(self.prior.precision_apply(m_t))
-        mean = torch.fft.irfft2(rhs / (K.abs() ** 2 / self.noise_std**2 + P), s=(H, W))
+            rhs = rhs + torch.fft.rfftn(self.prior.precision_apply(m_t), dim=dims)
+        mean = torch.fft.irfftn(rhs / (K.abs() ** 2 / self.noise_std**2 + P), s=shape, dim=dims)
         # the covariance is circulant: every pixel's variance is the average of 1/precision over the spectrum
-        wts = self.rfft_weights(H, W, device=device)
-        var = (wts / self.precision_symbol(device=device)).sum() / (H * W)
+        wts = self.rfft_weights(*shape, device=device)
+        var = (wts / self.precision_symbol(device=device)).sum() / math.prod(shape)
         std = torch.full_like(mean, float(var.sqrt()))
         return mean.to(dtype), std.to(dtype)

@@ -1,7 +1,8 @@
 """Point-spread functions (blur kernels): parametric families and user PSFs from arrays or files.
 
-Every kernel returned here is a float64 ``(kh, kw)`` tensor with odd sides, non-negative entries and unit sum;
-its centre pixel is ``(kh // 2, kw // 2)``.
+Every kernel returned here is a float64 ``(kh, kw)`` tensor (``(kd, kh, kw)`` for the 3-D ones:
+:func:`gaussian_kernel_3d`, :func:`load_kernel_stack`) with odd sides, non-negative entries and unit sum; its
+centre pixel is ``(kh // 2, kw // 2)`` (``(kd // 2, kh // 2, kw // 2)``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ __all__ = [
     "PSF_HELP",
     "KernelSpec",
     "gaussian_kernel",
+    "gaussian_kernel_3d",
     "kernel_from_spec",
     "load_kernel",
+    "load_kernel_stack",
     "motion_kernel",
     "normalize_kernel",
     "uniform_kernel",
@@ -34,21 +37,42 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def normalize_kernel(kernel, name: str = "kernel") -> torch.Tensor:
+def normalize_kernel(kernel, name: str = "kernel", *, ndim: int = 2) -> torch.Tensor:
     """Validate a PSF and return it as a float64 tensor with odd sides and unit sum.
 
-    Even sides are padded with a zero row/column at the end, which keeps the centre pixel ``(kh//2, kw//2)``.
+    Even sides are padded with a zero row/column (plane) at the end, which keeps the centre pixel
+    ``(kh//2, kw//2)`` (``(kd//2, kh//2, kw//2)`` in 3-D).
+
+    Parameters
+    ----------
+    kernel : array-like or torch.Tensor
+        The PSF. With ``ndim=2``: a 2-D array (a leading axis of size 1 is dropped); with ``ndim=3``: a 3-D
+        stack ``(kd, kh, kw)`` (a 2-D array is read as one plane, ``kd = 1``).
+    name : str
+        What the messages call the kernel.
+    ndim : {2, 3}
+        The PSF's dimension.
 
     Raises
     ------
     ValueError
-        If the kernel is not 2-D, is empty, holds NaN/Inf or negative values, or sums to zero or less.
+        If the kernel has the wrong number of dimensions, is empty, holds NaN/Inf or negative values, or sums
+        to zero or less.
+
+    Examples
+    --------
+    >>> tuple(normalize_kernel(torch.ones(2, 3, 3), ndim=3).shape)
+    (3, 3, 3)
     """
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     k = torch.as_tensor(np.asarray(kernel) if not torch.is_tensor(kernel) else kernel).detach()
-    if k.ndim == 3 and k.shape[0] == 1:
+    if ndim == 2 and k.ndim == 3 and k.shape[0] == 1:
         k = k[0]
-    if k.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got shape {tuple(k.shape)}")
+    if ndim == 3 and k.ndim == 2:
+        k = k[None]
+    if k.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {tuple(k.shape)}")
     if k.numel() == 0:
         raise ValueError(f"{name} is empty")
     k = k.to(torch.float64).cpu()
@@ -60,8 +84,10 @@ def normalize_kernel(kernel, name: str = "kernel") -> torch.Tensor:
     if float(k.min()) < -1e-12 * float(k.abs().max()):
         raise ValueError(f"{name} has negative entries (min {float(k.min()):.3g}); a PSF must be non-negative")
     k = k.clamp_min(0)
-    kh, kw = k.shape
-    k = torch.nn.functional.pad(k, (0, 1 - kw % 2, 0, 1 - kh % 2))
+    pads: tuple[int, ...] = ()
+    for n in reversed(k.shape):  # F.pad lists the last axis first
+        pads += (0, 1 - n % 2)
+    k = torch.nn.functional.pad(k, pads)
     return k / k.sum()
 
 
@@ -85,6 +111,62 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
     r = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
     return normalize_kernel(torch.outer(g, g))
+
+
+def gaussian_kernel_3d(
+    sigma: float | tuple[float, float, float],
+    size: int | tuple[int, int, int] | None = None,
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Separable 3-D Gaussian PSF ``(kd, kh, kw)`` on a grid of anisotropic voxels.
+
+    Parameters
+    ----------
+    sigma : float or (float, float, float)
+        Standard deviation in physical units (the units of ``spacing``): one value for an isotropic PSF, or
+        ``(sigma_z, sigma_y, sigma_x)``. On the voxel grid the widths are ``sigma / spacing`` per axis.
+    size : int or (int, int, int), optional
+        Grid sides (made odd); by default ``2 * ceil(3 sigma_voxels) + 1`` per axis.
+    spacing : (float, float, float)
+        Voxel size ``(dz, dy, dx)`` (e.g. a microscope's z step and pixel size).
+
+    Returns
+    -------
+    torch.Tensor
+        float64, unit sum, centre voxel ``(kd // 2, kh // 2, kw // 2)``.
+
+    Examples
+    --------
+    >>> k = gaussian_kernel_3d(0.3, spacing=(0.3, 0.1, 0.1))  # 1 voxel along z, 3 in-plane
+    >>> tuple(k.shape), round(float(k.sum()), 12)
+    ((7, 19, 19), 1.0)
+    """
+    sig = _three("sigma", sigma)
+    sp = _three("spacing", spacing)
+    sig_vox = [s / d for s, d in zip(sig, sp, strict=True)]
+    if size is None:
+        sizes = [2 * math.ceil(3 * s) + 1 for s in sig_vox]
+    elif isinstance(size, tuple | list):
+        if len(size) != 3:
+            raise ValueError(f"size must be an integer or three integers, got {size!r}")
+        sizes = [check_int("size", n) | 1 for n in size]
+    else:
+        sizes = [check_int("size", size) | 1] * 3
+    axes = []
+    for s, n in zip(sig_vox, sizes, strict=True):
+        r = torch.arange(n, dtype=torch.float64) - n // 2
+        axes.append(torch.exp(-(r**2) / (2 * s**2)))
+    k = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return normalize_kernel(k, ndim=3)
+
+
+def _three(name: str, value) -> tuple[float, float, float]:
+    """One positive number, or three, as a 3-tuple of floats (one-line ValueError otherwise)."""
+    vals = tuple(value) if isinstance(value, tuple | list) else (value,) * 3
+    if len(vals) != 3 or not all(_is_real(v) and v > 0 for v in vals):
+        raise ValueError(f"{name} must be a positive number or three positive numbers, got {value!r}")
+    return tuple(float(v) for v in vals)
 
 
 def uniform_kernel(size: int) -> torch.Tensor:
@@ -144,6 +226,42 @@ def load_kernel(path: str | Path) -> torch.Tensor:
     except Exception as exc:  # unreadable file: one clear line
         raise ValueError(f"cannot read PSF file {path}: {exc}") from None
     return normalize_kernel(np.asarray(arr, dtype=np.float64), name=f"PSF {path.name}")
+
+
+def load_kernel_stack(path: str | Path) -> torch.Tensor:
+    """Read a 3-D PSF ``(kd, kh, kw)`` from a multi-page TIFF (one page per z plane) or a ``.npy`` stack.
+
+    The stack is validated and normalised as by :func:`normalize_kernel` with ``ndim=3``: non-negative, finite,
+    positive sum, scaled to unit sum; an even side gets a zero plane at its end, so the centre voxel is
+    ``(kd // 2, kh // 2, kw // 2)`` of the result (the rule of :func:`load_kernel`). A 2-D file is one plane;
+    colour pages (a last axis of 3 or 4) are averaged to grey.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: missing, unreadable, not 2-D/3-D, or not a valid PSF.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"PSF file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".tif", ".tiff"):
+        raise ValueError(f"PSF stack {path.name}: use a .npy or multi-page .tif/.tiff file")
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            import tifffile
+
+            arr = tifffile.imread(path)
+    except Exception as exc:  # unreadable file: one clear line
+        raise ValueError(f"cannot read PSF stack {path}: {exc}") from None
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 4 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3].mean(axis=-1)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"PSF stack {path.name} must be a 3-D array (kd, kh, kw), got shape {arr.shape}")
+    return normalize_kernel(arr, name=f"PSF stack {path.name}", ndim=3)
 
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

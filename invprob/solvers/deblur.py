@@ -615,7 +615,7 @@ def deblur(
     info["noise_std"], info["noise_std_source"] = noise.value, noise.source
 
     y = torch.as_tensor(data, dtype=torch.float32, device=checked.device)[None]
-    op = Blur(checked.kernel, tuple(data.shape), boundary=config.boundary)
+    op = Blur(checked.kernel, tuple(data.shape), boundary=config.boundary, fft_size="fast")
     t = time.perf_counter()
     wst = weight_stage(checked.kernel, y, noise.value, config)
     timings["weight_s"] = time.perf_counter() - t

@@ -4,8 +4,10 @@ Importing this subpackage loads DOLFINx (``import invprob`` does not). Main entr
 
 - meshes: :func:`disk_mesh`, :func:`ellipse_mesh`, :func:`polygon_mesh`, :func:`mesh_pair`,
   :class:`ElectrodeLayout`, :class:`EITMesh` (centroids, areas, cell adjacency, triangles for plotting);
+  3-D: :func:`cylinder_mesh` with :class:`CylinderLayout` (tetrahedra, electrode patches, MPI-distributed);
 - patterns: :class:`Protocol`, :func:`make_protocol`, :func:`pyeit_protocol` and the pattern builders;
 - the operator :class:`EIT` (``A``, ``A_vjp``, ``jacobian``) and :class:`GridEIT` (pixel parametrisation);
+  on a mesh distributed under MPI it assembles and solves in parallel (:class:`DistributedCEMSystem`);
 - forward maps in the log-conductivity: :class:`LogConductivityForward`, :class:`LinearizedForward`;
 - data: :func:`load_kit4` (files in :func:`kit4_data_dir`), :func:`load_ktc2023`, :func:`load_npz`,
   :func:`load_csv`, :class:`EITData`;
@@ -33,6 +35,8 @@ from .mesh import (
     polygon_mesh,
     transfer_matrix,
 )
+from .mesh3d import CylinderLayout, cylinder_mesh
+from .parallel import DistributedCEMSystem
 from .patterns import (
     Protocol,
     adjacent_currents,
@@ -48,6 +52,8 @@ from .torch_bridge import cem_forward
 
 __all__ = [
     "CEMSystem",
+    "CylinderLayout",
+    "DistributedCEMSystem",
     "HomogeneousFit",
     "fit_homogeneous",
     "relative_misfit",
@@ -66,6 +72,7 @@ __all__ = [
     "all_against_one_currents",
     "cell_values",
     "cem_forward",
+    "cylinder_mesh",
     "disk_cem_potentials",
     "disk_mesh",
     "ellipse_mesh",

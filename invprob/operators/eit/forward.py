@@ -1,7 +1,9 @@
 """The EIT forward operator: cell conductivities -> electrode measurements, with Jacobian and VJP.
 
 Numerics live in :mod:`.cem` (float64 numpy/scipy/PETSc); this module handles batching, validation,
-caching of factorisations and the torch boundary (see :mod:`.torch_bridge`).
+caching of factorisations and the torch boundary (see :mod:`.torch_bridge`). The same class runs 2-D and
+3-D meshes, and meshes distributed under MPI (:mod:`.parallel`: conductivities, Jacobian columns and VJPs
+are then this rank's cells, the data are the same on every rank).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from .cem import CEMSystem
 from .mesh import EITMesh
+from .parallel import cem_system
 from .patterns import Protocol, pyeit_protocol
 
 __all__ = ["EIT"]
@@ -45,6 +48,11 @@ class EIT:
     a single conductivity; ``A_vjp(sigma, v)`` returns the shape of ``sigma``. Outputs have the dtype and
     device of ``sigma``; the FEM runs in float64 on the CPU (one conversion per call).
 
+    The mesh may be 2-D or 3-D (:func:`~invprob.operators.eit.mesh3d.cylinder_mesh`). On a mesh distributed
+    over several MPI ranks every method is collective: ``sigma`` holds this rank's cells (e.g. from
+    ``mesh.cell_values``), the data ``A(sigma)`` are the full vector on every rank, and ``jacobian`` and
+    ``A_vjp`` return this rank's columns / cells.
+
     Examples
     --------
     >>> from invprob.operators.eit import EIT, disk_mesh  # doctest: +SKIP
@@ -73,7 +81,7 @@ class EIT:
             raise ValueError(f"cache_size: must be >= 1, got {cache_size}")
         self.mesh = mesh
         self.protocol = protocol
-        self.system = CEMSystem(mesh) if system is None else system
+        self.system = cem_system(mesh) if system is None else system
         if self.system.mesh is not mesh:
             raise ValueError("system: was built for a different mesh")
         self.contact_impedance = self._check_z(contact_impedance)
@@ -226,9 +234,11 @@ class EIT:
             vfull = np.zeros(self._keep.shape)
             vfull[self._keep] = vv[b]
             p = factor.solve(sysm.rhs(vfull @ M))  # adjoint fields, one per injection
-            ux, uy = sysm.cell_gradients(x)
-            px, py = sysm.cell_gradients(p)
-            out[b] = -sysm.areas * (np.einsum("ic,ic->c", ux, px) + np.einsum("ic,ic->c", uy, py))
+            gu, gp = sysm.cell_gradients(x), sysm.cell_gradients(p)
+            acc = np.einsum("ic,ic->c", gu[0], gp[0])
+            for ud, pd in zip(gu[1:], gp[1:], strict=True):
+                acc = acc + np.einsum("ic,ic->c", ud, pd)
+            out[b] = -sysm.areas * acc
         return out[0] if single else out
 
     def jacobian_numpy(self, sigma: np.ndarray) -> np.ndarray:
@@ -238,16 +248,17 @@ class EIT:
         out = np.empty((arr.shape[0], self.n_meas, self.n_cells))
         for b, s in enumerate(arr):
             _, x, w = self._entry(s, with_meas=True)  # w: measurement patterns used as currents
-            ux, uy = sysm.cell_gradients(x)
-            ux *= -sysm.areas
-            uy *= -sysm.areas
-            wx, wy = sysm.cell_gradients(w)
+            gu = sysm.cell_gradients(x)
+            for ud in gu:
+                ud *= -sysm.areas
+            gw = sysm.cell_gradients(w)
             # J[(i, m), c] = -area_c grad u_i . grad w_m, block by block (cache-friendly, no big temporaries)
             r = 0
             for i, rows in enumerate(self._keep_rows):
                 blk = out[b, r : r + len(rows)]
-                np.multiply(wx[rows], ux[i], out=blk)
-                blk += wy[rows] * uy[i]
+                np.multiply(gw[0][rows], gu[0][i], out=blk)
+                for wd, ud in zip(gw[1:], gu[1:], strict=True):
+                    blk += wd[rows] * ud[i]
                 r += len(rows)
         return out[0] if single else out
 

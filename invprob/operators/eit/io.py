@@ -1,4 +1,5 @@
-"""Write per-cell (DG0) and nodal (P1) fields on an EIT mesh to XDMF for ParaView."""
+"""Write per-cell (DG0) and nodal (P1) fields on an EIT mesh (2-D or 3-D, serial or distributed) to XDMF for
+ParaView."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._dolfinx import MPI, dolfinx
+from ._dolfinx import dolfinx
 from .mesh import EITMesh
 
 __all__ = ["write_cell_fields"]
@@ -30,6 +31,11 @@ def write_cell_fields(
     node_fields : dict of str -> array_like, shape (n_nodes,)
         Nodal fields in P1 numbering (e.g. a potential from ``EIT.fields``).
 
+    Notes
+    -----
+    On a distributed mesh every rank passes its own cells' (and nodes') values and the call is collective:
+    one file holds the whole mesh.
+
     Returns
     -------
     Path
@@ -39,7 +45,7 @@ def write_cell_fields(
     if p.suffix != ".xdmf":
         p = p.with_suffix(".xdmf")
     V0 = dolfinx.fem.functionspace(mesh.mesh, ("DG", 0))
-    dofs0 = np.asarray(V0.dofmap.list)[:, 0]
+    dofs0 = np.asarray(V0.dofmap.list)[: mesh.n_cells, 0]
     funcs = []
     for name, values in (cell_fields or {}).items():
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -47,6 +53,7 @@ def write_cell_fields(
             raise ValueError(f"cell_fields: {name!r} has shape {v.shape}, expected ({mesh.n_cells},)")
         f = dolfinx.fem.Function(V0, name=name)
         f.x.array[dofs0] = v
+        f.x.scatter_forward()
         funcs.append(f)
     for name, values in (node_fields or {}).items():
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -55,8 +62,11 @@ def write_cell_fields(
         f = dolfinx.fem.Function(mesh.V, name=name)
         f.x.array[:] = v
         funcs.append(f)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(p), "w") as xdmf:
+    comm = mesh.comm
+    if comm.rank == 0:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    comm.Barrier()
+    with dolfinx.io.XDMFFile(comm, str(p), "w") as xdmf:
         xdmf.write_mesh(mesh.mesh)
         xdmf.write_meshtags(mesh.facet_tags, mesh.mesh.geometry)
         for f in funcs:

@@ -1,5 +1,7 @@
 """Meshes for EIT: a 2-D domain with electrodes on its boundary, built with gmsh, held by DOLFINx.
 
+:class:`EITMesh` itself also holds the 3-D tetrahedral meshes of :mod:`.mesh3d`.
+
 The domain is a disk, an ellipse or a star-shaped polygon. Electrodes are given by their centre polar
 angle and their angular width, both seen from the domain's centre (for a disk of radius ``R`` an
 electrode of width ``w`` is an arc of length ``R w``). The boundary is split at every electrode end, the
@@ -34,6 +36,7 @@ __all__ = [
     "mesh_pair",
     "transfer_matrix",
     "cell_values",
+    "simplex_measures",
 ]
 
 GAP_TAG = 1000
@@ -201,32 +204,48 @@ class MeshOptions:
 
 
 class EITMesh:
-    """A DOLFINx triangle mesh with electrode facet tags and the numpy views the EIT code needs.
+    """A DOLFINx triangle (2-D) or tetrahedron (3-D) mesh with electrode facet tags and the numpy views the EIT
+    code needs.
 
     Attributes
     ----------
     mesh : dolfinx.mesh.Mesh
     facet_tags : dolfinx.mesh.MeshTags
         Electrode ``l`` has tag ``l + 1``; gaps :data:`GAP_TAG`.
-    layout : ElectrodeLayout
+    layout : ElectrodeLayout or CylinderLayout
     centre : numpy.ndarray
-        The point the electrode angles are measured from, shape ``(2,)``.
+        The point (axis in 3-D) the electrode angles are measured from, shape ``(2,)``.
     V : dolfinx.fem.FunctionSpace
-        The P1 space; ``points``/``triangles`` follow its dof numbering.
+        The P1 space; ``points``/``cells`` follow its dof numbering.
+    points : numpy.ndarray
+        P1 dof coordinates, shape ``(n_nodes, dim)``.
+    cells : numpy.ndarray
+        P1 dofs of each cell, shape ``(n_cells, dim + 1)`` (``triangles`` in 2-D).
+
+    Notes
+    -----
+    On a mesh distributed over several MPI ranks (``comm.size > 1``) every array is this rank's part: the
+    cells it owns (``n_cells``, ``centroids``, ``areas``, ``cell_values``) and the P1 dofs it holds, owned
+    ones first, then ghosts (``n_nodes``, ``points``); ``n_cells_global`` counts all cells. Node lists
+    (``boundary_nodes``, ``electrode_nodes``, ``electrode_centres``) are local too.
     """
 
-    def __init__(self, mesh, facet_tags, layout: ElectrodeLayout, centre=(0.0, 0.0), shape: str = "custom"):
-        if mesh.topology.dim != 2:
-            raise ValueError(f"mesh: EIT meshes must be 2-D triangle meshes, got dimension {mesh.topology.dim}")
+    def __init__(self, mesh, facet_tags, layout, centre=(0.0, 0.0), shape: str = "custom"):
+        tdim = mesh.topology.dim
+        if tdim not in (2, 3) or mesh.geometry.dim != tdim:
+            raise ValueError(f"mesh: EIT meshes must be 2-D triangle or 3-D tetrahedron meshes, got dimension {tdim}")
         self.mesh = mesh
         self.facet_tags = facet_tags
         self.layout = layout
         self.centre = np.asarray(centre, dtype=float)
         self.shape = shape
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-        self.points = np.ascontiguousarray(self.V.tabulate_dof_coordinates()[:, :2], dtype=np.float64)
-        self.triangles = np.ascontiguousarray(self.V.dofmap.list, dtype=np.int64)
+        self.points = np.ascontiguousarray(self.V.tabulate_dof_coordinates()[:, :tdim], dtype=np.float64)
+        n_own = mesh.topology.index_map(tdim).size_local
+        self.cells = np.ascontiguousarray(self.V.dofmap.list[:n_own], dtype=np.int64)
         tags = set(np.unique(facet_tags.values).tolist())
+        if mesh.comm.size > 1:
+            tags = set().union(*mesh.comm.allgather(tags))
         missing = [l for l in range(layout.n_electrodes) if l + 1 not in tags]
         if missing:
             raise ValueError(f"facet_tags: no boundary facets tagged for electrodes {missing}")
@@ -238,8 +257,30 @@ class EITMesh:
         )
 
     @property
+    def dim(self) -> int:
+        """Spatial (= topological) dimension, 2 or 3."""
+        return int(self.mesh.topology.dim)
+
+    @property
+    def comm(self):
+        """The MPI communicator of the DOLFINx mesh."""
+        return self.mesh.comm
+
+    @property
+    def triangles(self) -> np.ndarray:
+        """The cells of a 2-D mesh, shape ``(n_cells, 3)`` (for plotting)."""
+        if self.dim != 2:
+            raise ValueError(f"mesh: triangles exist on 2-D meshes only, this one is {self.dim}-D (use cells)")
+        return self.cells
+
+    @property
     def n_cells(self) -> int:
-        return int(self.triangles.shape[0])
+        return int(self.cells.shape[0])
+
+    @property
+    def n_cells_global(self) -> int:
+        """Number of cells over all ranks."""
+        return int(self.mesh.topology.index_map(self.dim).size_global)
 
     @property
     def n_nodes(self) -> int:
@@ -256,49 +297,53 @@ class EITMesh:
 
     @cached_property
     def centroids(self) -> np.ndarray:
-        """Cell centroids, shape ``(n_cells, 2)``."""
-        return self.points[self.triangles].mean(axis=1)
+        """Cell centroids, shape ``(n_cells, dim)``."""
+        return self.points[self.cells].mean(axis=1)
 
     @cached_property
     def areas(self) -> np.ndarray:
-        """Cell areas, shape ``(n_cells,)``."""
-        p = self.points[self.triangles]
-        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        """Cell measures (areas in 2-D, volumes in 3-D), shape ``(n_cells,)``."""
+        return simplex_measures(self.points, self.cells)
 
     @cached_property
     def cell_adjacency(self) -> tuple[np.ndarray, np.ndarray]:
-        """Interior facets as cell pairs and their lengths.
+        """Interior facets as cell pairs and their measures.
 
         Returns
         -------
         pairs : numpy.ndarray
-            Shape ``(n_interior_facets, 2)``, the two cells sharing each interior edge (``i < j``).
+            Shape ``(n_interior_facets, 2)``, the two cells sharing each interior facet (``i < j``).
         lengths : numpy.ndarray
-            Shape ``(n_interior_facets,)``, the edge lengths (for TV on the mesh graph).
+            Shape ``(n_interior_facets,)``, the facet measures (edge lengths in 2-D, triangle areas in 3-D;
+            for TV on the mesh graph). Under MPI only facets between two cells of this rank are listed.
         """
         topo = self.mesh.topology
-        topo.create_connectivity(1, 2)
-        f2c = topo.connectivity(1, 2)
+        fdim = self.dim - 1
+        topo.create_connectivity(fdim, self.dim)
+        f2c = topo.connectivity(fdim, self.dim)
         offsets = np.asarray(f2c.offsets)
         counts = np.diff(offsets)
         interior = np.flatnonzero(counts == 2)
         cells = np.asarray(f2c.array)
         pairs = np.stack([cells[offsets[interior]], cells[offsets[interior] + 1]], axis=1)
         pairs.sort(axis=1)
-        geo = dolfinx.mesh.entities_to_geometry(self.mesh, 1, interior.astype(np.int32))
-        x = self.mesh.geometry.x[:, :2]
-        lengths = np.linalg.norm(x[geo[:, 0]] - x[geo[:, 1]], axis=1)
+        geo = dolfinx.mesh.entities_to_geometry(self.mesh, fdim, interior.astype(np.int32))
+        x = self.mesh.geometry.x[:, : self.dim]
+        if self.dim == 2:
+            lengths = np.linalg.norm(x[geo[:, 0]] - x[geo[:, 1]], axis=1)
+        else:
+            lengths = 0.5 * np.linalg.norm(np.cross(x[geo[:, 1]] - x[geo[:, 0]], x[geo[:, 2]] - x[geo[:, 0]]), axis=1)
         return pairs.astype(np.int64), lengths
 
     @cached_property
     def boundary_nodes(self) -> np.ndarray:
-        """Indices (P1 numbering) of the boundary nodes, ordered by polar angle."""
+        """Indices (P1 numbering) of the boundary nodes, ordered by polar angle (about the axis in 3-D)."""
         topo = self.mesh.topology
-        topo.create_connectivity(1, 2)
+        fdim = self.dim - 1
+        topo.create_connectivity(fdim, self.dim)
         facets = dolfinx.mesh.exterior_facet_indices(topo)
-        dofs = np.unique(dolfinx.fem.locate_dofs_topological(self.V, 1, facets))
-        d = self.points[dofs] - self.centre
+        dofs = np.unique(dolfinx.fem.locate_dofs_topological(self.V, fdim, facets))
+        d = self.points[dofs, :2] - self.centre
         return dofs[np.argsort(np.arctan2(d[:, 1], d[:, 0]))]
 
     @cached_property
@@ -306,26 +351,37 @@ class EITMesh:
         """P1 node indices on each electrode (list of ``L`` arrays), e.g. to draw the electrodes."""
         out = []
         for l in range(self.n_electrodes):
-            out.append(np.unique(dolfinx.fem.locate_dofs_topological(self.V, 1, self.electrode_facets(l))))
+            dofs = dolfinx.fem.locate_dofs_topological(self.V, self.dim - 1, self.electrode_facets(l))
+            out.append(np.unique(dofs))
         return out
 
     @cached_property
     def electrode_centres(self) -> np.ndarray:
-        """Mean position of each electrode's nodes, shape ``(L, 2)`` (for plots and labels)."""
+        """Mean position of each electrode's nodes, shape ``(L, dim)`` (for plots and labels)."""
         return np.stack([self.points[n].mean(axis=0) for n in self.electrode_nodes])
 
     def electrode_facets(self, electrode: int) -> np.ndarray:
         """Facet indices of electrode ``electrode`` (0-based)."""
         return self.facet_tags.find(electrode + 1)
 
-    def cell_values(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        """Evaluate ``fn(x, y)`` at the cell centroids: a per-cell (DG0) field, shape ``(n_cells,)``."""
+    def cell_values(self, fn: Callable[..., np.ndarray]) -> np.ndarray:
+        """Evaluate ``fn(x, y)`` (``fn(x, y, z)`` in 3-D) at the cell centroids: a per-cell (DG0) field, shape
+        ``(n_cells,)``."""
         return cell_values(self, fn)
 
 
 # ----------------------------------------------------------------------------------------------------
 # gmsh construction
 # ----------------------------------------------------------------------------------------------------
+
+
+def simplex_measures(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Areas of triangles or volumes of tetrahedra: ``points`` ``(n, d)``, ``cells`` ``(n_cells, d + 1)``."""
+    p = points[cells]
+    if cells.shape[1] == 3:
+        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    return np.abs(np.linalg.det(p[:, 1:] - p[:, :1])) / 6.0
 
 
 def _ray_polygon(points: np.ndarray, centre: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -602,10 +658,14 @@ def mesh_pair(builder: Callable[..., EITMesh], *, h_coarse: float, h_fine: float
     return builder(h=h_coarse, **kwargs), builder(h=h_fine, **kwargs)
 
 
-def cell_values(mesh: EITMesh, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    """Evaluate ``fn(x, y)`` (vectorised) at the centroids of ``mesh``; returns shape ``(n_cells,)``."""
+def cell_values(mesh: EITMesh, fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """Evaluate ``fn(x, y)`` (``fn(x, y, z)`` in 3-D, vectorised) at the centroids of ``mesh``; shape ``(n_cells,)``.
+
+    On a distributed mesh this gives this rank's cells: a conductivity defined this way does not depend on the
+    partition.
+    """
     c = mesh.centroids
-    v = np.asarray(fn(c[:, 0], c[:, 1]), dtype=np.float64)
+    v = np.asarray(fn(*c.T), dtype=np.float64)
     return np.broadcast_to(v, (mesh.n_cells,)).copy()
 
 
@@ -619,8 +679,8 @@ def transfer_matrix(src: EITMesh, dst: EITMesh):
     from scipy.spatial import cKDTree
 
     pts = np.zeros((dst.n_cells, 3))
-    pts[:, :2] = dst.centroids
-    tree = dolfinx.geometry.bb_tree(src.mesh, 2)
+    pts[:, : dst.dim] = dst.centroids
+    tree = dolfinx.geometry.bb_tree(src.mesh, src.dim)
     cand = dolfinx.geometry.compute_collisions_points(tree, pts)
     coll = dolfinx.geometry.compute_colliding_cells(src.mesh, cand, pts)
     offs = np.asarray(coll.offsets)

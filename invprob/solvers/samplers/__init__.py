@@ -36,12 +36,16 @@ The estimators are strategy objects (:mod:`invprob.solvers.samplers.estimators`:
 takes a name or an estimator. Every sampler's ``_prepare`` returns a typed state (:class:`PBRWPState`,
 :class:`LangevinState`). Non-smooth priors are sampled through :class:`PriorSmoothed` (their own smoothing) or
 :class:`MoreauSmoothed` (``prior_gradient="moreau"``).
+
+:class:`ShardedPBRWP` (:mod:`invprob.solvers.samplers.distributed`) runs PBRWP with its particles sharded over the
+ranks of a ``torch.distributed`` process group (gloo or NCCL), equal to the one-process run up to float rounding.
 """
 
 from invprob.solvers.samplers import diagnostics, estimators, uncertainty
 from invprob.solvers.samplers.adaptive import AdamPreconditioner, FisherPreconditioner, StatePreconditioner
 from invprob.solvers.samplers.base import Sampler, SamplerState, Target, Welford
 from invprob.solvers.samplers.diagnostics import ChainBlocks, ConvergenceDiagnostics, DiagnosticsTargets
+from invprob.solvers.samplers.distributed import ParticleShard, ShardedPBRWP, ShardedPBRWPState, shard_bounds
 from invprob.solvers.samplers.estimators import (
     EstimatorOutput,
     KernelExact,
@@ -98,11 +102,14 @@ __all__ = [
     "PosteriorLangevin",
     "PosteriorLangevinConfig",
     "ParticleMoments",
+    "ParticleShard",
     "Preconditioner",
     "PriorSmoothed",
     "SVGDConfig",
     "Sampler",
     "SamplerState",
+    "ShardedPBRWP",
+    "ShardedPBRWPState",
     "SmoothedPosterior",
     "Target",
     "UncertaintyEstimator",
@@ -111,5 +118,6 @@ __all__ = [
     "estimators",
     "make_preconditioner",
     "posterior_preconditioner",
+    "shard_bounds",
     "uncertainty",
 ]

@@ -391,14 +391,70 @@ class PBRWP(Sampler):
         quad = (dz * precond.inv_apply(dz)).flatten(1).sum(1) / (2 * T)
         return (target.value(z) + quad).double()
 
+    # ------------------------------------------------------------------------------------------------- layout
+    # One process holds and updates all N particles. A sharded run (:mod:`invprob.solvers.samplers.distributed`)
+    # overrides these four hooks: it evaluates and updates only its rows, gathers the per-particle quantities the
+    # interaction needs, and returns all N updated particles; here they are the identity.
+    def _local_rows(self, state: PBRWPState, n: int) -> slice:
+        """The rows of the ``n`` particles that this process evaluates and updates (all of them here)."""
+        return slice(0, n)
+
+    def _all_rows(self, t: torch.Tensor, state: PBRWPState) -> torch.Tensor:
+        """Per-particle rows ``t`` of this process's particles -> the rows of all ``N`` particles (``t`` here)."""
+        return t
+
+    def _all_rows_each(self, state: PBRWPState, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`_all_rows` of each of ``ts`` (per-particle vectors: one collective for all in a sharded run)."""
+        return ts
+
+    def _particle_mean(self, t: torch.Tensor, state: PBRWPState) -> torch.Tensor:
+        """The mean over all ``N`` particles of the per-particle rows ``t`` of this process's particles."""
+        return t.mean(0, keepdim=True)
+
     # ------------------------------------------------------------------------------------------------- step
     def _step(self, target, x, state, gen, log):
-        precond, eta, T = state.precond, state.step, state.T
+        eta, T = state.step, state.T
         beta = target.beta
-        need_fn = log or state.need_fn
-        need_gmg = state.need_gmg
+        rows = self._local_rows(state, x.shape[0])
+        lo, xl = rows.start, x[rows]  # this process's particles (all of them in one process)
         xm = x.mean(0, keepdim=True)
-        e = x - xm  # distances are translation invariant: centre first (less cancellation)
+        e_all = x - xm  # distances are translation invariant: centre first (less cancellation)
+        e = e_all[rows]
+        fn, Mg, gMg, Gram, spectral = self._forces(target, xl, xm, e, state, log or state.need_fn)
+        # Gram: e_i^T M^-1 e_j for this process's rows i and all N particles j (N x N in one process)
+        gdl = Gram.diagonal(lo).clone()
+        gd, env = self._all_rows_each(state, gdl, state.envelope(target, xl, fn, gMg, Mg, state, spectral))
+        D = torch.add(gdl[:, None], gd[None, :]).sub_(Gram, alpha=2.0).clamp_min_(0.0)  # Gram form, never N x N x d
+        D.diagonal(lo).fill_(0.0)
+        # W_ij = -beta D_ij / (4T) - log Z(x_j), with -log Z(x_j) = (beta/2) e_T(x_j)
+        logits = D.mul_(-beta / (4 * T)).add_((beta / 2) * env[None, :])
+        P = torch.softmax(logits, dim=1)
+        # x_new = x - (eta/2) M g + (eta/(2T)) (I - P) e, with ((I - P) e)_i = x_i - sum_j P_ij x_j (rows of P sum
+        # to one): one N x N x d product added in place
+        c = eta / (2 * T)
+        IP = torch.zeros_like(P)
+        IP.diagonal(lo).fill_(1.0)
+        IP = IP.sub_(P)
+        # weights below the working precision's smallest normal number would be subnormal after the cast, and a
+        # matrix product with subnormal entries is an order of magnitude slower on the CPU: flush them to zero
+        IP = IP.masked_fill_(IP.abs() < torch.finfo(x.dtype).tiny, 0.0).to(x.dtype)
+        cfg = self.config
+        if cfg.drift is None and cfg.momentum is None:
+            x_new = torch.addmm(torch.add(xl, Mg, alpha=-eta / 2).flatten(1), IP, e_all.flatten(1),
+                                alpha=c).view_as(xl)
+        else:  # the velocity v_i = (1/2) [M g_i - ((I - P) e)_i / T] of the plain step x_i <- x_i - eta v_i
+            v = torch.addmm(Mg.flatten(1), IP, e_all.flatten(1), alpha=-1.0 / T).mul_(0.5)
+            if cfg.drift is not None:  # x_i <- x_i - eta grad h*(v_i)
+                x_new = torch.add(xl, cfg.drift(v).view_as(xl), alpha=-eta)
+            else:
+                x_new = self._momentum_step(xl, v, state)
+        entry = self._log_entry(state, x, e_all, fn, Mg, IP, P, logits) if log else {}
+        return self._all_rows(x_new, state), entry
+
+    def _forces(self, target, x, xm, e, state, need_fn):
+        """``(V or None, M grad V, g^T M g or None, Gram rows, spectral or None)`` of the particles ``x`` (this
+        process's rows; ``xm`` the mean and ``e`` the centred rows): the fused Fourier step or the generic one."""
+        precond = state.precond
         sc = state.spectral
         if sc is not None:
             # fused Fourier step: rfft2 of the centred particles (exact Gram, no cancellation against the mean)
@@ -409,63 +465,45 @@ class PBRWP(Sampler):
             G = torch.addcmul(torch.fft.rfft2(pg), sp.Kc_s2, R)  # rfft2(grad V)
             Mg = torch.fft.irfft2(G * sc["minv"], s=sp.shape)
             fn = sp.data_value(R) + pf if need_fn else None
-            gMg = weighted_sq_sum(G, sc["sqrt_w_gmg"]) if need_gmg else None
-            a = torch.view_as_real(E * sc["sqrt_w_gram"]).flatten(1).double()
-            Gram = a @ a.T  # e_i^T M^-1 e_j (Parseval)
-            spectral = (R, G)
-        else:
-            fn, g, dg = target.evaluate(x, need_fn=need_fn)
-            if precond.adaptive:
-                precond.observe(g)
-            Mg = precond.apply(g)
-            gMg = (g * Mg).flatten(1).sum(1) if need_gmg else None
-            dgc = None if dg is None else dg - dg.mean(0, keepdim=True)
-            Minv_e = precond.inv_apply_centered(e, dgc)
-            Gram = e.flatten(1).double() @ Minv_e.flatten(1).double().T
-            spectral = None
-        gd = Gram.diagonal().clone()
-        D = torch.add(gd[:, None], gd[None, :]).sub_(Gram, alpha=2.0).clamp_min_(0.0)  # Gram form, never N x N x d
-        D.fill_diagonal_(0.0)
-        env = state.envelope(target, x, fn, gMg, Mg, state, spectral)
-        # W_ij = -beta D_ij / (4T) - log Z(x_j), with -log Z(x_j) = (beta/2) e_T(x_j)
-        logits = D.mul_(-beta / (4 * T)).add_((beta / 2) * env[None, :])
-        P = torch.softmax(logits, dim=1)
-        # x_new = x - (eta/2) M g + (eta/(2T)) (I - P) e, with ((I - P) e)_i = x_i - sum_j P_ij x_j (rows of P sum
-        # to one): one N x N x d product added in place
-        c = eta / (2 * T)
-        IP = torch.eye(P.shape[0], dtype=P.dtype, device=P.device).sub_(P)
-        # weights below the working precision's smallest normal number would be subnormal after the cast, and a
-        # matrix product with subnormal entries is an order of magnitude slower on the CPU: flush them to zero
-        IP = IP.masked_fill_(IP.abs() < torch.finfo(x.dtype).tiny, 0.0).to(x.dtype)
-        cfg = self.config
-        if cfg.drift is None and cfg.momentum is None:
-            x_new = torch.addmm(torch.add(x, Mg, alpha=-eta / 2).flatten(1), IP, e.flatten(1), alpha=c).view_as(x)
-        else:  # the velocity v_i = (1/2) [M g_i - ((I - P) e)_i / T] of the plain step x_i <- x_i - eta v_i
-            v = torch.addmm(Mg.flatten(1), IP, e.flatten(1), alpha=-1.0 / T).mul_(0.5)
-            if cfg.drift is not None:  # x_i <- x_i - eta grad h*(v_i)
-                x_new = torch.add(x, cfg.drift(v).view_as(x), alpha=-eta)
-            else:
-                x_new = self._momentum_step(x, v, state)
+            gMg = weighted_sq_sum(G, sc["sqrt_w_gmg"]) if state.need_gmg else None
+            a = torch.view_as_real(E * sc["sqrt_w_gram"]).flatten(1)
+            Gram = a.double() @ self._all_rows(a, state).double().T  # e_i^T M^-1 e_j (Parseval)
+            return fn, Mg, gMg, Gram, (R, G)
+        fn, g, dg = target.evaluate(x, need_fn=need_fn)
+        if precond.adaptive:
+            precond.observe(g)
+        Mg = precond.apply(g)
+        gMg = (g * Mg).flatten(1).sum(1) if state.need_gmg else None
+        dgc = None if dg is None else dg - self._particle_mean(dg, state)
+        Minv_e = precond.inv_apply_centered(e, dgc)
+        Gram = e.flatten(1).double() @ self._all_rows(Minv_e, state).flatten(1).double().T
+        return fn, Mg, gMg, Gram, None
+
+    def _log_entry(self, state, x, e, fn, Mg, IP, P, logits) -> dict:
+        """The diagnostics of a logging iteration (``x``, ``e``: all particles, centred; the rest: this process's
+        rows), each a mean over all ``N`` particles."""
+        eta, T = state.step, state.T
         entry: dict = {}
-        if log and state.velocity is not None:
-            q = state.velocity.view_as(x)
-            entry["kinetic"] = (q * precond.inv_apply(q)).flatten(1).sum(1).mean() / 2
-        if log:
-            repulse = (IP @ e.flatten(1)).view_as(x)
-            logp = torch.log_softmax(logits, dim=1)
-            entropy = -(P * logp).sum(1).mean()
-            entry |= {
-                "potential": fn.mean(),
-                "entropy": entropy,
-                # x.std(0).mean() from the centred particles (torch's std over dim 0 is ten times slower)
-                "spread": ((e.square().sum(0) / (x.shape[0] - 1)).sqrt_().mean() if x.shape[0] > 1
-                           else torch.zeros((), device=x.device)),
-                "drift_norm": ((eta / 2) * Mg).flatten(1).norm(dim=1).mean(),
-                "repulsion_norm": ((eta / (2 * T)) * repulse).flatten(1).norm(dim=1).mean(),
-                "max_weight": P.max(1).values.mean(),
-                "step": eta,
-            }
-        return x_new, entry
+        if state.velocity is not None:
+            q = state.velocity.view(-1, *x.shape[1:])
+            entry["kinetic"] = (q * state.precond.inv_apply(q)).flatten(1).sum(1).mean() / 2
+        repulse = IP @ e.flatten(1)
+        logp = torch.log_softmax(logits, dim=1)
+        fn, plogp, drift, repulsion, top = self._all_rows_each(
+            state, fn, (P * logp).sum(1), ((eta / 2) * Mg).flatten(1).norm(dim=1),
+            ((eta / (2 * T)) * repulse).norm(dim=1), P.max(1).values)
+        entry |= {
+            "potential": fn.mean(),
+            "entropy": -plogp.mean(),
+            # x.std(0).mean() from the centred particles (torch's std over dim 0 is ten times slower)
+            "spread": ((e.square().sum(0) / (x.shape[0] - 1)).sqrt_().mean() if x.shape[0] > 1
+                       else torch.zeros((), device=x.device)),
+            "drift_norm": drift.mean(),
+            "repulsion_norm": repulsion.mean(),
+            "max_weight": top.mean(),
+            "step": eta,
+        }
+        return entry
 
     def _momentum_step(self, x, v, state):
         """Symplectic Euler of the momentum dynamics: ``q <- (1 - alpha h) q - h v``, ``x <- x + h q``."""

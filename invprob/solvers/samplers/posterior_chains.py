@@ -290,11 +290,17 @@ class _ChainRun:
     def _skrock_step(self, z, with_cv: bool):
         self.blocks.update(z, self._drift(z) if with_cv else None)
         h, sc = self.eta, self.scheme
-        w = self.noise * self.precond.sqrt_apply(randn_like(z, self.gen))
+        w = self.precond.sqrt_apply(randn_like(z, self.gen)).mul_(self.noise)
         mu, nu, ka = sc.first
-        prev, cur = z, z - mu * h * self._drift(z + nu * w) + ka * w
+        cur = torch.add(z, w, alpha=nu)
+        cur = torch.add(z, self._drift(cur), alpha=-mu * h).add_(w, alpha=ka)
+        # the stages K_j = -mu h f(K_{j-1}) + nu K_{j-1} + kappa K_{j-2} in two buffers, updated in place (large
+        # images: no new state-sized tensor per stage); K_0 = z is the caller's and stays untouched
+        prev = w.copy_(z)
         for mu, nu, ka in sc.rest:
-            prev, cur = cur, -mu * h * self._drift(cur) + nu * cur + ka * prev
+            d = self._drift(cur)
+            prev = prev.mul_(ka).add_(cur, alpha=nu).add_(d, alpha=-mu * h)
+            prev, cur = cur, prev
         return cur
 
     def go(self, z, cfg: PosteriorLangevinConfig, p_over_beta, progress: bool, keep_samples: int) -> str:
