@@ -44,12 +44,12 @@ PROG = "invprob"
 BLUR_BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 
 
-def _psf(spec: str):
+def _psf(spec: str, voxel_size: tuple[float, float, float] | None = None):
     """The PSF of ``--psf`` (:func:`invprob.operators.kernel_from_spec`), or a one-line CLIError."""
     from invprob.operators import kernel_from_spec
 
     try:
-        return kernel_from_spec(spec)
+        return kernel_from_spec(spec, spacing=voxel_size)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -93,6 +93,19 @@ def _weight_arg(text: str):
     if not (v >= 0 and v != float("inf")):
         raise CLIError(f"--weight must be a non-negative finite number or auto, got {text}")
     return v
+
+
+def _voxel_size_arg(text: str | None) -> tuple[float, float, float] | None:
+    """``--voxel-size DZ,DY,DX``: three positive finite numbers (None when not given)."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(p) for p in str(text).split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise CLIError(f"--voxel-size takes three positive numbers DZ,DY,DX, got {text!r}")
+    return vals
 
 
 def _formats_arg(text: str) -> tuple[str, ...]:
@@ -145,16 +158,25 @@ examples:
   invprob deblur blurred.png --psf motion:9,30 --noise-std auto --truth photo.png --out result --force
   invprob deblur scan.tif --psf psf.npy --noise-std 0.003 --method pbrwp --format png,tiff,npz --out result
 
+  invprob deblur stack.tif --psf psf.tif --voxel-size 0.3,0.1,0.1 --out result3d
+  invprob deblur stack.npy --volume --psf gaussian3d:0.45,0.15,0.15 --voxel-size 0.3,0.1,0.1 --out result3d
+
 outputs in DIR: map.png, mean.png, std.png (own scale, see summary.json), report.png, result.npz,
 summary.json (parameters, estimated noise and weight, timings, device, versions, PSNR/SSIM with --truth).
 Intensities: integer images are scaled to [0, 1] (noise std and result.npz in those units), float images
 are used as stored. PNG outputs keep the input's bit depth.
+
+volumes: a 3-D PSF (a multi-page TIFF or 3-D NPY stack, or gaussian3d:SZ,SY,SX) deblurs a volume in 3-D.
+The outputs are then map.tif, mean.tif, std.tif (float32 stacks, one page per plane, working units),
+report.png (XY, XZ and YZ sections through the centre of input, MAP, mean and std), summary.json (with the
+peak memory) and result.npz (C, D, H, W) when --format has npz; --format png is ignored for volumes.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``invprob`` argument parser (subcommands ``deblur``, ``blur``, ``demo``; ``eit``/``train`` if present)."""
     from invprob import __version__
+    from invprob.apps.io import VOLUME_RULE
     from invprob.operators import PSF_HELP
     from invprob.solvers.deblur import DEFAULT_METHOD
 
@@ -169,10 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("deblur", help="deblur an image: MAP, posterior mean and std, figure and numbers",
-                       description="Deblur INPUT (PNG, JPEG, TIFF 8/16-bit/float, NPY; grey or RGB).",
+                       description="Deblur INPUT (PNG, JPEG, TIFF 8/16-bit/float, NPY; grey or RGB), or a 3-D "
+                                   "stack (multi-page TIFF, NPY with --volume) with a 3-D PSF.",
                        epilog=DEBLUR_EPILOG, formatter_class=Formatter)
-    p.add_argument("input", metavar="INPUT", help="blurred image")
+    p.add_argument("input", metavar="INPUT", help="blurred image, or a volume: " + VOLUME_RULE)
     p.add_argument("--psf", required=True, metavar="SPEC", help=PSF_HELP)
+    p.add_argument("--volume", action="store_true",
+                   help="read INPUT as a 3-D stack (needed for an .npy or single-page TIFF volume)")
+    p.add_argument("--voxel-size", default=None, metavar="DZ,DY,DX",
+                   help="voxel size of a volume (any unit): the unit of gaussian3d sigmas and the aspect of the "
+                        "report's sections (default: 1,1,1, sigmas in voxels)")
     p.add_argument("--noise-std", default="auto", metavar="S|auto",
                    help="noise standard deviation in working units; auto: wavelet MAD estimate")
     p.add_argument("--truth", default=None, metavar="CLEAN", help="clean image: adds PSNR/SSIM and error maps")
@@ -280,6 +308,33 @@ def _write_arrays(tmp: Path, result, data, meta, truth, formats, extra: dict, fi
     return std_scale
 
 
+def _write_volume_outputs(tmp: Path, result, data, truth, formats, extra: dict, files: dict) -> None:
+    """A volume's maps: ``map.tif``/``mean.tif``/``std.tif`` float32 stacks, and ``result.npz`` when asked."""
+    import io as _io
+
+    import numpy as np
+
+    from invprob.apps import io as iio
+    from invprob.results import atomic_write_bytes
+
+    names = {"map": "MAP estimate", "mean": "posterior mean", "std": "posterior std"}
+    for name, arr in (("map", result.map), ("mean", result.mean), ("std", result.std)):
+        if arr is not None:
+            iio.write_tiff_stack(tmp / f"{name}.tif", arr)
+            files[f"{name}.tif"] = f"{names[name]}, float32 stack (one page per plane), working units"
+    if "npz" in formats:
+        arrays = {k: v for k, v in (("map", result.map), ("mean", result.mean), ("std", result.std)) if v is not None}
+        arrays["input"] = np.asarray(data, dtype=np.float32)
+        if truth is not None:
+            arrays["truth"] = np.asarray(truth, dtype=np.float32)
+        if "kernel" in extra:
+            arrays["psf"] = np.asarray(extra["kernel"], dtype=np.float64)
+        buf = _io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(tmp / "result.npz", buf.getvalue())
+        files["result.npz"] = f"float arrays {sorted(arrays)} (C, D, H, W), working units"
+
+
 def _report_titles(info: dict) -> tuple[str, dict]:
     """The report figure's title and panel titles."""
     m = info.get("metrics", {})
@@ -306,19 +361,27 @@ def _report_titles(info: dict) -> tuple[str, dict]:
 
 
 def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: dict, argv) -> dict:
-    from invprob.apps.figures import report_figure
+    from invprob.apps.figures import report_figure, volume_report_figure
     from invprob.results import atomic_write_json
 
     t0 = time.perf_counter()
     files: dict[str, str] = {}
     png_maps: dict[str, dict] = {}
-    std_scale = _write_arrays(tmp, result, data, meta, truth, formats, extra, files, png_maps)
     info = result.info
     sup, titles = _report_titles(info)
     footnote = titles.pop("footnote", None)
-    report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
-                  value_range=meta.png_range(), titles=titles, suptitle=sup, footnote=footnote)
-    files["report.png"] = "figure: input, MAP, mean, std (colourbar), and truth/errors with --truth"
+    if meta.volume:
+        std_scale = None
+        _write_volume_outputs(tmp, result, data, truth, formats, extra, files)
+        volume_report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
+                             voxel_size=info["config"].get("voxel_size"), value_range=meta.png_range(),
+                             titles=titles, suptitle=sup, footnote=footnote)
+        files["report.png"] = "figure: XY, XZ, YZ sections through the centre of input, (truth,) MAP, mean, std"
+    else:
+        std_scale = _write_arrays(tmp, result, data, meta, truth, formats, extra, files, png_maps)
+        report_figure(tmp / "report.png", data, result.map, result.mean, result.std, truth=truth,
+                      value_range=meta.png_range(), titles=titles, suptitle=sup, footnote=footnote)
+        files["report.png"] = "figure: input, MAP, mean, std (colourbar), and truth/errors with --truth"
     files["summary.json"] = "this file"
     write_s = time.perf_counter() - t0
     summary = {
@@ -351,7 +414,7 @@ def _write_deblur_outputs(tmp: Path, result, data, meta, truth, formats, extra: 
         "note": (f"{_signal_text()} stopped the run; these outputs are partial: " + info["interrupted"])
         if info.get("interrupted") else None,
     }
-    for k in ("psf", "image", "device_name", "dtype", "memory"):
+    for k in ("psf", "image", "volume", "device_name", "dtype", "memory"):
         if k in info:
             summary[k] = info[k]
     atomic_write_json(tmp / "summary.json", summary)
@@ -369,8 +432,8 @@ def _run_deblur_job(data, meta, truth, config, checked, out: Path, args, argv, e
     quiet = bool(args.quiet)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     progress = not quiet and sys.stdout.isatty()
-    say(f"deblurring {meta.path} ({meta.shape[0]}x{meta.shape[1]}, {meta.channels} channel(s)) on {checked.device}"
-        f" with method {config.method}")
+    say(f"deblurring {meta.path} ({'x'.join(map(str, meta.shape))}, {meta.channels} channel(s)) on "
+        f"{checked.device} with method {config.method}")
     # maps as float32 NPZ/TIFF and PNGs, plus the report figure (a few MB): estimated up front, checked now
     check_free_space(out, int(40 * data.size) + 4_000_000)
     t0 = time.perf_counter()
@@ -416,27 +479,35 @@ def _config_from_args(args, psf: str, noise):
     try:  # DeblurConfig checks its fields at construction
         return DeblurConfig(psf=psf, noise_std=noise, prior=args.prior, weight=weight, method=args.method,
                             n_particles=args.particles, n_iter=args.iters, seed=int(args.seed), device=args.device,
-                            boundary=args.boundary, time_limit=limit or None)
+                            boundary=args.boundary, time_limit=limit or None,
+                            voxel_size=_voxel_size_arg(getattr(args, "voxel_size", None)))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------------ commands
 def cmd_deblur(args, argv) -> int:
-    from invprob.apps.io import read_image
+    from invprob.apps.io import is_volume_input, read_image, read_volume
 
     noise = _noise_arg(args.noise_std)
     config = _config_from_args(args, args.psf, noise)
-    data, meta = read_image(args.input)
+    volume = is_volume_input(args.input, args.volume)
+    read = read_volume if volume else read_image
+    data, meta = read(args.input)
+    if not volume and args.voxel_size is not None:
+        raise CLIError(f"--voxel-size is for volumes, and {args.input} is a 2-D image (see --volume)")
     truth = None
     if args.truth is not None:
-        truth, tmeta = read_image(args.truth, name="truth")
+        truth, tmeta = read(args.truth, name="truth")
         if truth.shape != data.shape:
             raise CLIError(f"truth image {args.truth} has shape {truth.shape[1:]} x {truth.shape[0]} channel(s), "
                            f"the input {data.shape[1:]} x {data.shape[0]}")
         if tmeta.kind != meta.kind and "float" in (tmeta.kind, meta.kind):
             warnings.warn(f"the truth is {tmeta.kind} and the input {meta.kind}: check they share one intensity scale",
                           UserWarning, stacklevel=1)
+    if not volume and _psf(config.psf, config.voxel_size).kernel.ndim == 3:
+        raise CLIError(f"the PSF {args.psf} is 3-D but {args.input} is a 2-D image: give a multi-page TIFF stack, "
+                       "or --volume for an .npy stack")
     checked = _validate(config, data.shape)
     out = Path(args.out) if args.out else Path(Path(args.input).stem + "_deblurred")
     check_out_dir(out, args.force, inputs=(args.input, args.truth))
@@ -456,6 +527,9 @@ def cmd_blur(args, argv) -> int:
         raise CLIError(f"--out {out}: use a .png, .tif/.tiff or .npy file name")
     data, meta = read_image(args.clean, name="clean")
     psf = _psf(args.psf)
+    if psf.kernel.ndim != 2:
+        raise CLIError(f"invprob blur takes a 2-D PSF, got {args.psf} of shape {tuple(psf.kernel.shape)} (3-D stacks: "
+                       "blur them with invprob.solvers.deblur.blur_image)")
     H, W = data.shape[-2:]
     kh, kw = psf.kernel.shape
     if kh > H or kw > W:

@@ -1,4 +1,5 @@
-"""The ``report.png`` figure of a deblurring run (matplotlib, imported only when a figure is drawn)."""
+"""The ``report.png`` figure of a deblurring run (matplotlib, imported only when a figure is drawn): panels of an
+image (:func:`report_figure`) or orthogonal slices of a volume (:func:`volume_report_figure`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from invprob.results import atomic_write_bytes
 
-__all__ = ["report_figure"]
+__all__ = ["orthogonal_slices", "report_figure", "volume_report_figure"]
 
 
 def _show(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -105,6 +106,81 @@ def report_figure(
         import textwrap
 
         fig.supxlabel(textwrap.fill(footnote, width=int(40 * ncols)), fontsize=8)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def orthogonal_slices(vol: np.ndarray) -> dict[str, np.ndarray]:
+    """The three central sections of a volume ``(C, D, H, W)`` (display only): ``"xy"`` ``(C, H, W)`` at the
+    central plane, ``"xz"`` ``(C, D, W)`` through the central row, ``"yz"`` ``(C, D, H)`` through the central
+    column."""
+    v = np.asarray(vol)
+    D, H, W = v.shape[-3:]
+    return {"xy": v[:, D // 2], "xz": v[:, :, H // 2, :], "yz": v[:, :, :, W // 2]}
+
+
+def volume_report_figure(
+    path: str | Path,
+    data: np.ndarray,
+    map_x: np.ndarray | None,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    *,
+    truth: np.ndarray | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    titles: dict[str, str] | None = None,
+    suptitle: str | None = None,
+    footnote: str | None = None,
+    dpi: int = 100,
+) -> None:
+    """Orthogonal slices of a volume run, written atomically as a PNG.
+
+    One row per volume (the input, the truth when given, the MAP, the posterior mean, the posterior std on its
+    own colour scale with a colourbar), three columns: the XY section at the central plane, the XZ section
+    through the central row and the YZ section through the central column (:func:`orthogonal_slices`). Arrays
+    are ``(C, D, H, W)`` in working units; ``voxel_size`` ``(dz, dy, dx)`` sets the aspect of the sections
+    (square voxels when None). Missing volumes (``None``) are skipped.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    titles = titles or {}
+    lo, hi = value_range
+    dz, dy, dx = voxel_size if voxel_size is not None else (1.0, 1.0, 1.0)
+    aspects = {"xy": dy / dx, "xz": dz / dx, "yz": dz / dy}
+    rows = [(k, v, titles.get(k, k)) for k, v in (("input", data), ("truth", truth), ("map", map_x),
+                                                   ("mean", mean), ("std", std)) if v is not None]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10.0, 2.6 * len(rows) + 0.8), squeeze=False,
+                             constrained_layout=True)
+    for i, (key, vol, title) in enumerate(rows):
+        cuts = orthogonal_slices(vol)
+        if key == "std":
+            vmax = float(np.max(vol)) or 1.0
+        for j, plane in enumerate(("xy", "xz", "yz")):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if key == "std":
+                im = ax.imshow(_std_map(cuts[plane]), cmap="magma", vmin=0, vmax=vmax, aspect=aspects[plane],
+                               interpolation="nearest")
+            else:
+                grey = "gray" if cuts[plane].shape[0] == 1 else None
+                ax.imshow(_show(cuts[plane], lo, hi), cmap=grey, vmin=0, vmax=1, aspect=aspects[plane],
+                          interpolation="nearest")
+            ax.set_title(f"{title}: {plane.upper()}" if j == 0 else plane.upper(), fontsize=9)
+        if key == "std":
+            fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.02)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    if footnote:
+        import textwrap
+
+        fig.supxlabel(textwrap.fill(footnote, width=120), fontsize=8)
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

@@ -36,10 +36,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageMeta",
     "encode_png",
+    "is_volume_input",
     "read_image",
+    "read_volume",
     "save_image",
     "write_png",
     "write_tiff",
+    "write_tiff_stack",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
@@ -64,10 +67,12 @@ class ImageMeta:
     channels : int
         1 (grey) or 3 (RGB) after dropping any alpha channel.
     shape : tuple
-        ``(H, W)``.
+        ``(H, W)``; ``(D, H, W)`` for a volume (:func:`read_volume`).
     value_range : tuple
         ``(min, max)`` of the image in working units; float images map this range onto the PNG scale.
     alpha_dropped : bool
+    volume : bool
+        True for a 3-D stack read by :func:`read_volume`.
     """
 
     path: str
@@ -76,9 +81,10 @@ class ImageMeta:
     kind: str
     scale: float
     channels: int
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     value_range: tuple[float, float]
     alpha_dropped: bool = False
+    volume: bool = False
 
     def png_range(self) -> tuple[float, float]:
         """Working-unit values mapped to the PNG's 0 and full scale."""
@@ -269,7 +275,7 @@ def read_image(path: str | Path, *, name: str = "input") -> tuple[np.ndarray, Im
         arr = raw
     else:
         raise CLIError(f"{name} image {path} has shape {raw.shape}; "
-                       "expected H x W, H x W x 3 (RGB) or H x W x 4 (RGBA)")
+                       "expected H x W, H x W x 3 (RGB) or H x W x 4 (RGBA) (a 3-D stack: invprob deblur --volume)")
     alpha = arr.shape[0] in (2, 4)
     if alpha:
         warnings.warn(f"{name} image {path.name} has an alpha channel; it is ignored", UserWarning, stacklevel=2)
@@ -292,6 +298,105 @@ def read_image(path: str | Path, *, name: str = "input") -> tuple[np.ndarray, Im
         shape=(int(H), int(W)), value_range=(float(arr.min()), float(arr.max())), alpha_dropped=bool(alpha),
     )
     return arr, meta
+
+
+#: How ``invprob deblur`` tells a volume from an image (its ``--help`` says the same).
+VOLUME_RULE = ("INPUT is a volume (a 3-D stack) when it is a TIFF with more than one page, or, with --volume, a 3-D "
+               "TIFF/NPY array (D, H, W) or a 4-D NPY array (C, D, H, W); anything else is a 2-D image (an NPY of "
+               "shape (3, H, W) stays an RGB image unless --volume is given)")
+
+
+def _tiff_pages(path: Path) -> int:
+    """The number of pages of a TIFF file (0 when it cannot be read: the reader then says why)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return len(tf.pages)
+    except Exception:  # unreadable: read_image / read_volume report it
+        return 0
+
+
+def is_volume_input(path: str | Path, volume: bool = False) -> bool:
+    """Whether ``path`` is read as a volume (:data:`VOLUME_RULE`): a multi-page TIFF, or with ``volume`` any
+    TIFF/NPY (:func:`read_volume` then checks its shape)."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if volume:
+        return fmt in ("tiff", "npy")
+    return fmt == "tiff" and path.is_file() and _tiff_pages(path) > 1
+
+
+def _volume_layout(raw: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """``(C, D, H, W)`` from a stack ``(D, H, W)``, ``(D, H, W, C)`` (C = 3 or 4) or ``(C, D, H, W)`` (C = 1 or 3)."""
+    raw = np.squeeze(raw) if raw.ndim > 4 else raw  # e.g. ImageJ hyperstacks with unit axes
+    if raw.ndim == 3:
+        return raw[None]
+    if raw.ndim == 4 and raw.shape[-1] in (3, 4) and raw.shape[0] > 4:
+        return np.moveaxis(raw, -1, 0)
+    if raw.ndim == 4 and raw.shape[0] in (1, 3, 4):
+        return raw
+    raise CLIError(f"{name} stack {path} has shape {raw.shape}; expected D x H x W, D x H x W x 3 or "
+                   "C x D x H x W (C = 1 or 3)")
+
+
+def read_volume(path: str | Path, *, name: str = "input") -> tuple[np.ndarray, ImageMeta]:
+    """Read a 3-D stack (multi-page TIFF or NPY) as a float64 ``(C, D, H, W)`` array in working units.
+
+    Integer stacks (8/16-bit) are scaled to ``[0, 1]`` as :func:`read_image` does, float stacks used as stored;
+    an alpha channel is dropped with a ``UserWarning``.
+
+    Raises
+    ------
+    CLIError
+        Missing or unreadable file, unsupported layout or dtype, fewer than 2 planes or 8 pixels a side, or
+        NaN/Inf voxels: one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"{name} file not found: {path}")
+    fmt = _format_of(path)
+    if fmt not in ("tiff", "npy"):
+        raise CLIError(f"{name} {path}: a volume must be a multi-page .tif/.tiff or an .npy stack")
+    try:
+        raw = np.asarray(_load_raw(path, fmt))
+    except Exception as exc:  # any decoder failure is a user error about this file
+        raise CLIError(f"cannot read {name} stack {path}: {safe_message(exc)}") from None
+    if raw.dtype == object or raw.dtype.kind not in "uif" or raw.size == 0:
+        raise CLIError(f"cannot read {name} stack {path}: unsupported data (dtype {raw.dtype}, shape {raw.shape})")
+    if raw.dtype.kind in "ui" and raw.dtype not in (np.uint8, np.uint16):
+        raise CLIError(f"{name} stack {path} is {raw.dtype}: integer stacks must be 8- or 16-bit unsigned")
+    arr = _volume_layout(raw, name, path)
+    alpha = arr.shape[0] == 4
+    if alpha:
+        warnings.warn(f"{name} stack {path.name} has an alpha channel; it is ignored", UserWarning, stacklevel=2)
+        arr = arr[:3]
+    kind, scale = {np.dtype(np.uint8): ("uint8", 255.0), np.dtype(np.uint16): ("uint16", 65535.0)}.get(
+        raw.dtype, ("float", 1.0))
+    arr = arr.astype(np.float64) / scale
+    D, H, W = arr.shape[-3:]
+    if D < 2 or min(H, W) < MIN_SIDE:
+        raise CLIError(f"{name} stack {path} is {D}x{H}x{W} voxels; at least 2 planes of {MIN_SIDE}x{MIN_SIDE} "
+                       "are needed")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise CLIError(f"{name} stack {path} has {int(bad.sum())} NaN or Inf voxel value(s)")
+    meta = ImageMeta(path=str(path), format=fmt, dtype=str(raw.dtype), kind=kind, scale=scale,
+                     channels=int(arr.shape[0]), shape=(int(D), int(H), int(W)),
+                     value_range=(float(arr.min()), float(arr.max())), alpha_dropped=bool(alpha), volume=True)
+    return arr, meta
+
+
+def write_tiff_stack(path: str | Path, arr: np.ndarray) -> None:
+    """Write a volume ``(C, D, H, W)`` as a float32 multi-page TIFF (one page per plane; grey ``D x H x W``, RGB
+    ``D x H x W x 3``), atomically."""
+    import tifffile
+
+    a = np.asarray(arr, dtype=np.float32)
+    data = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, data, photometric="minisblack" if data.ndim == 3 else "rgb")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _hwc(arr: np.ndarray) -> np.ndarray:

@@ -266,7 +266,9 @@ def load_kernel_stack(path: str | Path) -> torch.Tensor:
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 #: The PSF spec strings that :func:`kernel_from_spec` reads.
-PSF_HELP = "gaussian:SIGMA, motion:LENGTH,ANGLE, uniform:SIZE, or a PSF file (.png, .npy, .tif)"
+PSF_HELP = ("gaussian:SIGMA, motion:LENGTH,ANGLE, uniform:SIZE, or a PSF file (.png, .npy, .tif); for a volume "
+            "gaussian3d:SZ,SY,SX (or gaussian3d:S; in the units of --voxel-size, voxels without it) or a PSF stack "
+            "(multi-page .tif, 3-D .npy)")
 _PSF_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
@@ -278,8 +280,13 @@ class KernelSpec:
     description: dict = field(default_factory=dict)
 
 
-def kernel_from_spec(spec: str) -> KernelSpec:
+def kernel_from_spec(spec: str, *, spacing: tuple[float, float, float] | None = None) -> KernelSpec:
     """PSF from a spec string (see :data:`PSF_HELP`): a parametric family or a PSF file.
+
+    3-D PSFs ``(kd, kh, kw)``: ``gaussian3d:SZ,SY,SX`` (or ``gaussian3d:S``, isotropic) is
+    :func:`gaussian_kernel_3d` with the sigmas in the units of ``spacing`` (the voxel size ``(dz, dy, dx)``;
+    voxels when None), and a PSF file that is a stack, a TIFF with more than one page or a 3-D ``.npy``, is read
+    by :func:`load_kernel_stack` (validated, unit sum). Every other spec is a 2-D PSF ``(kh, kw)``.
 
     Raises
     ------
@@ -291,8 +298,13 @@ def kernel_from_spec(spec: str) -> KernelSpec:
     >>> psf = kernel_from_spec("gaussian:1.5")
     >>> tuple(psf.kernel.shape), psf.description["kind"]
     ((11, 11), 'gaussian')
+    >>> tuple(kernel_from_spec("gaussian3d:0.6,0.2,0.2", spacing=(0.3, 0.1, 0.1)).kernel.shape)
+    (13, 13, 13)
     """
     s = str(spec).strip()
+    m3 = re.fullmatch(rf"gaussian3d:\s*({_NUM})(?:\s*,\s*({_NUM})\s*,\s*({_NUM}))?", s, flags=re.I)
+    if m3:
+        return _gaussian3d(s, [float(v) for v in m3.groups() if v is not None], spacing)
     m = re.fullmatch(rf"(gaussian|motion|uniform):\s*({_NUM})(?:\s*,\s*({_NUM}))?", s, flags=re.I)
     try:
         if m:
@@ -301,7 +313,7 @@ def kernel_from_spec(spec: str) -> KernelSpec:
         if path.suffix.lower() in _PSF_SUFFIXES or path.exists():
             if not path.is_file():
                 raise FileNotFoundError(f"PSF file not found: {s}")
-            return KernelSpec(load_kernel(path), {"kind": "file", "path": str(path), "spec": s})
+            return _file_kernel(path, s)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
     except ValueError as exc:
@@ -326,3 +338,40 @@ def _parametric(s: str, kind: str, a: float, b: str | None) -> KernelSpec:
             raise ValueError(f"the uniform size must be an integer in [1, 500], got {a:g}")
         return KernelSpec(uniform_kernel(int(a)), {"kind": "uniform", "size": int(a), "spec": s})
     raise ValueError(f"malformed PSF spec {s!r}: use {PSF_HELP}")
+
+
+def _gaussian3d(s: str, sigmas: list[float], spacing) -> KernelSpec:
+    """``gaussian3d:`` of :func:`kernel_from_spec`: sigmas in the units of ``spacing`` (voxels when None)."""
+    sp = _three("voxel size", spacing) if spacing is not None else (1.0, 1.0, 1.0)
+    sig = tuple(sigmas) * 3 if len(sigmas) == 1 else tuple(sigmas)
+    if not all(0 < v for v in sig):
+        raise ValueError(f"bad PSF {s!r}: the Gaussian sigmas must be positive")
+    vox = [v / d for v, d in zip(sig, sp, strict=True)]
+    if max(vox) > 100:
+        raise ValueError(f"bad PSF {s!r}: the Gaussian sigmas must be at most 100 voxels, got {max(vox):g}")
+    desc = {"kind": "gaussian3d", "sigma": list(sig), "spacing": list(sp), "sigma_voxels": vox, "spec": s,
+            "units": "voxel size" if spacing is not None else "voxels"}
+    return KernelSpec(gaussian_kernel_3d(sig, spacing=sp), desc)
+
+
+def _is_stack(path: Path) -> bool:
+    """A PSF file holding a 3-D stack: a TIFF with more than one page, or a 3-D ``.npy``."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 3
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                return len(tf.pages) > 1
+    except Exception:  # unreadable: the readers say why
+        return False
+    return False
+
+
+def _file_kernel(path: Path, s: str) -> KernelSpec:
+    """A PSF file of :func:`kernel_from_spec`: a 3-D stack (:func:`load_kernel_stack`) or a 2-D PSF."""
+    if _is_stack(path):
+        return KernelSpec(load_kernel_stack(path), {"kind": "file", "path": str(path), "spec": s, "stack": True})
+    return KernelSpec(load_kernel(path), {"kind": "file", "path": str(path), "spec": s})

@@ -9,7 +9,8 @@ between the two cells' centroids, and the cell areas ``a_i``. The difference ope
   jump times interface length), optionally plus a weak area-weighted pull ``nugget/2 sum_i w_i (x_i - b)^2``
   (``w = a / sum(a)``) to a background ``b`` that makes TV proper. Exact ``fn`` and ``prox`` (fast projected
   gradient on the dual, Beck & Teboulle 2009, with a warm start; the pull enters the prox exactly), ``grad`` and
-  ``hessian`` of the ``eps``-smoothed version.
+  ``hessian`` of the ``eps``-smoothed version, and the primal-dual (Chan-Golub-Mulet) parts ``dual_variable``,
+  ``dual_direction`` and ``hessian(kind="primal-dual")`` used by the EIT MAP solver (as :class:`MeshL1`).
 - :class:`MeshL1`: ``R(x) = weight * sum_i a_i |x_i - background|`` (sparse deviation from a background),
   prox = soft threshold at ``gamma * weight * a_i``.
 - :class:`MeshGaussian`: ``R(x) = weight/2 (x - mean)^T P (x - mean)`` with ``P = L + kappa^2 diag(a)``,
@@ -171,6 +172,24 @@ def _shift(x: torch.Tensor, m) -> torch.Tensor:
     return x - m if m != 0.0 else x
 
 
+def _pd_curvature(g: torch.Tensor, eps: float, dual: torch.Tensor | None) -> torch.Tensor:
+    """Per-term curvature ``(1 - w g / n) / n`` (``n = sqrt(g^2 + eps^2)``) of the primal-dual Newton system.
+
+    ``dual=None`` uses ``w = g / n`` (then it is the exact Hessian weight ``eps^2 / n^3``). With ``|w| <= 1``
+    (``dual`` is clipped to it) the weight is positive: ``|g| / n < 1``.
+    """
+    n = (g * g + eps**2).sqrt()
+    w = g / n if dual is None else dual.to(g).clamp(-1.0, 1.0)
+    return (1.0 - w * g / n) / n
+
+
+def _dual_newton_direction(g: torch.Tensor, eps: float, dual: torch.Tensor, dg: torch.Tensor) -> torch.Tensor:
+    """Newton direction of the dual equation ``n(g) w - g = 0`` for a primal change ``dg`` of the terms ``g``."""
+    n = (g * g + eps**2).sqrt()
+    w = dual.to(g)
+    return g / n - w + (1.0 - w * g / n) / n * dg
+
+
 class MeshTV(Prior):
     """Graph total variation ``R(x) = weight * sum_e l_e |x_j - x_i|`` over interior edges, plus an optional pull.
 
@@ -264,12 +283,15 @@ class MeshTV(Prior):
         tv = self.weight * float(self.graph.lengths.max(initial=0.0)) * self.graph.diff_norm_squared() / self.eps
         return tv + self.nugget * float(self.pull_weights.max())
 
-    def hessian(self, x: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
+    def hessian(self, x: torch.Tensor, *, kind: str = "majorizer", dual: torch.Tensor | None = None) -> torch.Tensor:
         """Dense ``(n, n)`` curvature of the smoothed TV (and the pull) at one field ``x`` (shape ``(n,)``).
 
         ``kind="majorizer"`` (lagged diffusivity, positive semi-definite, a quadratic upper bound used by
         Gauss-Newton): ``weight D^T diag(l_e / sqrt(g_e^2 + eps^2)) D``; ``kind="exact"``: the Hessian
-        ``weight D^T diag(l_e eps^2 / (g_e^2 + eps^2)^(3/2)) D``. The pull adds ``nugget diag(w)``.
+        ``weight D^T diag(l_e eps^2 / (g_e^2 + eps^2)^(3/2)) D``; ``kind="primal-dual"``: the matrix of the
+        primal-dual Newton method (Chan, Golub & Mulet 1999) with the dual variable ``dual`` (one per edge, see
+        :meth:`dual_variable`), ``weight D^T diag(l_e (1 - w_e g_e / n_e) / n_e) D``, ``n_e = sqrt(g_e^2 + eps^2)``
+        (the exact Hessian when ``w = g / n``). The pull adds ``nugget diag(w)``.
         """
         xb, _ = _as_batch("x", x, self.graph.n_cells)
         if xb.shape[0] != 1:
@@ -281,12 +303,27 @@ class MeshTV(Prior):
             w = ell / n2.sqrt()
         elif kind == "exact":
             w = ell * self.eps**2 / n2.pow(1.5)
+        elif kind == "primal-dual":
+            w = ell * _pd_curvature(g, self.eps, dual)
         else:
-            raise ValueError(f"kind must be 'majorizer' or 'exact', got {kind!r}")
+            raise ValueError(f"kind must be 'majorizer', 'exact' or 'primal-dual', got {kind!r}")
         H = self.weight * self.graph.laplacian_dense(w, dtype=torch.float64, device=x.device)
         if self.nugget:
             H = H + torch.diag(self.nugget * self.pull_weights.to(H))
         return H
+
+    def dual_variable(self, x: torch.Tensor) -> torch.Tensor:
+        """The smoothed unit jumps ``w_e = g_e / sqrt(g_e^2 + eps^2)``, ``g = D x``, at one field: the dual variable
+        of the primal-dual Newton method at its fixed point (shape ``(n_edges,)``, ``|w| < 1``)."""
+        xb, _ = _as_batch("x", x, self.graph.n_cells)
+        g = self.graph.diff(xb[:1].double())[0]
+        return g / (g * g + self.eps**2).sqrt()
+
+    def dual_direction(self, x: torch.Tensor, dx: torch.Tensor, dual: torch.Tensor) -> torch.Tensor:
+        """Newton direction of the dual ``w`` (per edge) for the primal step ``dx`` at ``x`` (one field each)."""
+        g = self.graph.diff(_as_batch("x", x, self.graph.n_cells)[0][:1].double())[0]
+        dg = self.graph.diff(_as_batch("dx", dx, self.graph.n_cells)[0][:1].double())[0]
+        return _dual_newton_direction(g, self.eps, dual, dg)
 
     def _prox_centre(self, xb: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The pull folded into the prox: ``(c, s)`` with ``prox_R(x) = argmin_z TV(z) + sum (z-c)^2 / (2 gamma s)``.
@@ -399,22 +436,38 @@ class MeshL1(Prior):
         a = float(self.graph.areas.max()) if self.area_weighted else 1.0
         return self.weight * a / self.eps
 
-    def hessian(self, x: torch.Tensor, *, kind: str = "majorizer") -> torch.Tensor:
+    def hessian(self, x: torch.Tensor, *, kind: str = "majorizer", dual: torch.Tensor | None = None) -> torch.Tensor:
         """Dense diagonal ``(n, n)`` curvature of the smoothed L1 at one field ``x`` (float64).
 
         ``kind="majorizer"``: ``weight a_i / sqrt(d_i^2 + eps^2)`` (lagged diffusivity); ``kind="exact"``:
-        ``weight a_i eps^2 / (d_i^2 + eps^2)^(3/2)``.
+        ``weight a_i eps^2 / (d_i^2 + eps^2)^(3/2)``; ``kind="primal-dual"``: ``weight a_i (1 - w_i d_i / n_i) / n_i``
+        with the dual variable ``dual`` (one per cell, see :meth:`dual_variable`), ``n_i = sqrt(d_i^2 + eps^2)``.
         """
-        if kind not in ("majorizer", "exact"):
-            raise ValueError(f"kind must be 'majorizer' or 'exact', got {kind!r}")
+        if kind not in ("majorizer", "exact", "primal-dual"):
+            raise ValueError(f"kind must be 'majorizer', 'exact' or 'primal-dual', got {kind!r}")
         xb, _ = _as_batch("x", x, self.graph.n_cells)
         if xb.shape[0] != 1:
             raise ValueError("hessian takes one field (n_cells,)")
-        d = _shift(xb.reshape(-1), self.background)
+        d = _shift(xb.reshape(-1).double(), self.background)
         n2 = d * d + self.eps**2
-        a = self._a(xb).expand_as(d)
-        w = 1 / n2.sqrt() if kind == "majorizer" else self.eps**2 / n2.pow(1.5)
+        a = self._a(d).expand_as(d)
+        if kind == "primal-dual":
+            w = _pd_curvature(d, self.eps, dual)
+        else:
+            w = 1 / n2.sqrt() if kind == "majorizer" else self.eps**2 / n2.pow(1.5)
         return torch.diag(self.weight * a * w)
+
+    def dual_variable(self, x: torch.Tensor) -> torch.Tensor:
+        """``w_i = d_i / sqrt(d_i^2 + eps^2)``, ``d = x - background``, at one field (shape ``(n_cells,)``)."""
+        xb, _ = _as_batch("x", x, self.graph.n_cells)
+        d = _shift(xb[0].double(), self.background)
+        return d / (d * d + self.eps**2).sqrt()
+
+    def dual_direction(self, x: torch.Tensor, dx: torch.Tensor, dual: torch.Tensor) -> torch.Tensor:
+        """Newton direction of the dual ``w`` (per cell) for the primal step ``dx`` at ``x`` (one field each)."""
+        d = _shift(_as_batch("x", x, self.graph.n_cells)[0][0].double(), self.background)
+        dd = _as_batch("dx", dx, self.graph.n_cells)[0][0].double()
+        return _dual_newton_direction(d, self.eps, dual, dd)
 
     def prox(self, x, gamma):
         gamma = self._check_gamma(gamma)

@@ -1,6 +1,7 @@
 """The deblurring pipeline behind ``invprob deblur``: PSF, noise level, weight, MAP, then posterior sampling.
 
-:func:`deblur` takes a blurred image (``(C, H, W)`` float array in working units) and a frozen
+:func:`deblur` takes a blurred image (``(C, H, W)`` float array in working units; a volume ``(C, D, H, W)`` or
+``(D, H, W)`` with a 3-D PSF, see :func:`invprob.operators.kernel_from_spec`) and a frozen
 :class:`DeblurConfig`, and returns a :class:`DeblurResult` (MAP, posterior mean, pixelwise std, and an ``info``
 dict with every choice made and every timing). Each stage is a library function with its own small result:
 :func:`invprob.tuning.noise_level` (noise), :func:`weight_stage` (predictive SURE, :mod:`invprob.tuning.sure`),
@@ -94,7 +95,9 @@ class DeblurConfig:
     Attributes
     ----------
     psf : str
-        ``gaussian:SIGMA``, ``motion:LENGTH,ANGLE``, ``uniform:SIZE`` or a PSF file (PNG, NPY, TIFF).
+        ``gaussian:SIGMA``, ``motion:LENGTH,ANGLE``, ``uniform:SIZE`` or a PSF file (PNG, NPY, TIFF); for a
+        volume a 3-D PSF: ``gaussian3d:SZ,SY,SX`` (in the units of ``voxel_size``) or a PSF stack (multi-page
+        TIFF, 3-D NPY). A 3-D PSF makes the run a volume run (data ``(C, D, H, W)`` or ``(D, H, W)``).
     noise_std : float or "auto"
         Noise standard deviation in working units, or ``"auto"`` (wavelet MAD estimate).
     prior : {"tv", "l1", "gaussian"}
@@ -117,12 +120,17 @@ class DeblurConfig:
     map_max_iter, map_tol : int, float
         FISTA's iteration cap and tolerance for the MAP.
     weight_region : int
-        Side of the central crop used by the automatic weight search on larger images.
+        Side of the central crop used by the automatic weight search on larger images. On a volume the crop is
+        ``weight_region // 8`` planes (at least the PSF's depth) by ``weight_region // 2`` pixels a side
+        (16 x 64 x 64 by default).
     time_limit : float or None
         Seconds the sampler's self-checking chains may run before they stop and report that they did not converge
         (None: no limit; the iteration cap still applies). Ignored when ``n_iter`` fixes the budget.
     keep_samples : int
         Raw posterior draws to keep in :attr:`DeblurResult.samples` (0: none).
+    voxel_size : (float, float, float) or None
+        Voxel size ``(dz, dy, dx)`` of a volume (any unit): the unit of a ``gaussian3d`` PSF's sigmas, recorded
+        for the report. The reconstruction itself is on the voxel grid (TV's differences are not rescaled).
     """
 
     psf: str
@@ -140,6 +148,7 @@ class DeblurConfig:
     weight_region: int = 128
     time_limit: float | None = 60.0
     keep_samples: int = 0
+    voxel_size: tuple[float, float, float] | None = None
 
     def __post_init__(self):
         _check_fields(self)
@@ -156,7 +165,8 @@ class CheckedConfig:
 
 @dataclass(frozen=True)
 class DeblurResult:
-    """What :func:`deblur` returns: arrays ``(C, H, W)`` float32 in working units, and the record.
+    """What :func:`deblur` returns: arrays ``(C, H, W)`` (volumes ``(C, D, H, W)``) float32 in working units, and the
+    record.
 
     ``mean`` and ``std`` are ``None`` for ``method="map"``. ``interrupted`` holds a note when Ctrl-C stopped the
     run; the arrays are then the last complete state (see ``info["interrupted"]``). ``samples`` ``(S, C, H, W)``:
@@ -202,10 +212,11 @@ class SamplingStage:
 
 
 # ------------------------------------------------------------------------------------------------------ building blocks
-def make_prior(name: str, weight: float, *, eps: float | None = None, origin: tuple[int, int] = (0, 0)):
+def make_prior(name: str, weight: float, *, eps: float | None = None, origin: tuple[int, ...] | None = None,
+               ndim: int = 2):
     """The prior for ``name`` in :data:`PRIORS`: TV (``eps`` its smoothing, the class default unless given), L1 on
-    3-level Haar wavelet coefficients whose tiling starts at ``origin`` (the operator's ``frame_origin``), or a
-    Gaussian smoothness prior.
+    3-level Haar wavelet coefficients whose tiling starts at ``origin`` (the operator's ``frame_origin``; zeros by
+    default), or a Gaussian smoothness prior; on images (``ndim=2``) or volumes (``ndim=3``).
 
     Examples
     --------
@@ -214,12 +225,14 @@ def make_prior(name: str, weight: float, *, eps: float | None = None, origin: tu
     """
     from invprob.priors import L1, TV, GaussianPrior
 
+    nd = {"ndim": 3} if ndim == 3 else {}  # 2-D: the classes' defaults, as before
+    origin = tuple(origin) if origin is not None else (0,) * ndim
     if name == "tv":
-        return TV(weight) if eps is None else TV(weight, eps=eps)
+        return TV(weight, **nd) if eps is None else TV(weight, eps=eps, **nd)
     if name == "l1":
-        return L1(weight, basis="haar", levels=3, origin=tuple(origin))
+        return L1(weight, basis="haar", levels=3, origin=origin, **nd)
     if name == "gaussian":
-        return GaussianPrior(weight, kind="smoothness")
+        return GaussianPrior(weight, kind="smoothness", **nd)
     raise ValueError(f"unknown prior {name!r}: use one of {', '.join(PRIORS)}")
 
 
@@ -291,7 +304,18 @@ def _check_fields(config: DeblurConfig) -> None:
         raise ValueError(f"--method {config.method} needs at least 2 particles")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
         raise ValueError(f"--seed must be an integer in [0, 2**63 - 1], got {config.seed!r}")
-    kernel_from_spec(config.psf)
+    _check_voxel_size(config.voxel_size)
+    kernel_from_spec(config.psf, spacing=config.voxel_size)
+
+
+def _check_voxel_size(v) -> None:
+    """``voxel_size``: None or three positive finite numbers (one-line ValueError)."""
+    if v is None:
+        return
+    ok = isinstance(v, tuple | list) and len(v) == 3 and all(
+        isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) and a > 0 for a in v)
+    if not ok:
+        raise ValueError(f"--voxel-size must be three positive numbers DZ,DY,DX, got {v!r}")
 
 
 def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> CheckedConfig:
@@ -302,13 +326,20 @@ def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> Check
     ValueError
         One line naming the bad field (the command line shows it as its own error).
     """
-    psf = kernel_from_spec(config.psf)
-    H, W = image_shape[-2:]
-    kh, kw = psf.kernel.shape
-    if kh > H or kw > W:
-        raise ValueError(f"the PSF ({kh}x{kw} pixels) is bigger than the image ({H}x{W}); "
-                         "crop the PSF or use a larger image")
-    if config.boundary == "reflect" and (kh // 2 >= H or kw // 2 >= W):
+    psf = kernel_from_spec(config.psf, spacing=config.voxel_size)
+    nd = psf.kernel.ndim
+    if nd == 2 and len(image_shape) == 4:
+        raise ValueError(f"the data are a volume {tuple(image_shape[-3:])} but the PSF is 2-D "
+                         f"{tuple(psf.kernel.shape)}: give a 3-D PSF (a stack file or gaussian3d:SZ,SY,SX)")
+    if nd == 3 and len(image_shape) not in (3, 4):
+        raise ValueError(f"a 3-D PSF needs a volume (D, H, W) or (C, D, H, W), got shape {tuple(image_shape)}")
+    spatial, ks = tuple(image_shape[-nd:]), tuple(psf.kernel.shape)
+    if any(k > n for k, n in zip(ks, spatial, strict=True)):
+        what = "pixels" if nd == 2 else "voxels"
+        raise ValueError(f"the PSF ({'x'.join(map(str, ks))} {what}) is bigger than the "
+                         f"{'image' if nd == 2 else 'stack'} ({'x'.join(map(str, spatial))}); crop the PSF or use "
+                         f"a larger {'image' if nd == 2 else 'stack'}")
+    if config.boundary == "reflect" and any(k // 2 >= n for k, n in zip(ks, spatial, strict=True)):
         raise ValueError("the reflect boundary needs a PSF less than twice the image size")
     if config.method != "map":
         try:
@@ -326,23 +357,33 @@ def validate_config(config: DeblurConfig, image_shape: tuple[int, ...]) -> Check
 # ------------------------------------------------------------------------------------------------------ stages
 def weight_stage(kernel: torch.Tensor, y: torch.Tensor, noise_std: float, config: DeblurConfig) -> WeightStage:
     """The prior weight: ``config.weight`` when given, else the predictive-SURE minimum
-    (:func:`invprob.tuning.sure_weight`) on the whole image or its central ``weight_region`` crop."""
+    (:func:`invprob.tuning.sure_weight`) on the whole image or its central ``weight_region`` crop (a volume: the
+    central ``weight_region // 8`` planes, at least the PSF's depth, by ``weight_region // 2`` pixels a side)."""
     if config.weight != "auto":
         return WeightStage(float(config.weight), {"value": float(config.weight), "source": "given"})
-    H, W = y.shape[-2:]
+    nd = kernel.ndim
     r = int(config.weight_region)
-    crop = H > r or W > r
-    i0, j0 = max(0, (H - r) // 2), max(0, (W - r) // 2)
-    y_s = y[..., i0 : i0 + min(r, H), j0 : j0 + min(r, W)].contiguous() if crop else y
+    sides = (r, r) if nd == 2 else (max(r // 8, int(kernel.shape[0])), r // 2, r // 2)
+    y_s, crop = _central_crop(y, sides)
     weight, interrupted = None, None
     try:
-        res = sure_weight(kernel, y_s, noise_std, lambda w: make_prior(config.prior, w), seed=config.seed)
+        res = sure_weight(kernel, y_s, noise_std, lambda w: make_prior(config.prior, w, ndim=nd), seed=config.seed)
         weight, rec = res.weight, dict(res.record)
     except KeyboardInterrupt:
         interrupted = "interrupted during the automatic weight search; nothing was estimated"
         rec = {"rule": "predictive SURE", "interrupted": True}
-    rec["region"] = list(y_s.shape[-2:]) if crop else "whole image"
+    rec["region"] = list(y_s.shape[-nd:]) if crop else ("whole image" if nd == 2 else "whole volume")
     return WeightStage(weight, {"value": weight, "source": "auto", **rec}, interrupted)
+
+
+def _central_crop(y: torch.Tensor, sides: tuple[int, ...]) -> tuple[torch.Tensor, bool]:
+    """The central crop of ``y``'s last ``len(sides)`` axes to at most ``sides``, and whether it is a crop."""
+    spatial = tuple(y.shape[-len(sides):])
+    if all(n <= r for n, r in zip(spatial, sides, strict=True)):
+        return y, False
+    index = tuple(slice(max(0, (n - r) // 2), max(0, (n - r) // 2) + min(r, n))
+                  for n, r in zip(spatial, sides, strict=True))
+    return y[(..., *index)].contiguous(), True
 
 
 def map_stage(posterior, config: DeblurConfig, *, x0: torch.Tensor | None = None, progress: bool = False) -> MapStage:
@@ -462,7 +503,7 @@ def _sampling_target(posterior, config: DeblurConfig):
     if config.prior != "tv":
         return posterior
     return Posterior(posterior.operator, posterior.y, posterior.noise_std,
-                     make_prior("tv", posterior.prior.weight, eps=TV_SAMPLING_EPS))
+                     make_prior("tv", posterior.prior.weight, eps=TV_SAMPLING_EPS, ndim=posterior.spatial_ndim or 2))
 
 
 def _sampler_options(target, config: DeblurConfig, x_map, progress: bool) -> dict:
@@ -494,8 +535,8 @@ def _interrupted_stage(tracker: _Tracker, config: DeblurConfig, counts: dict) ->
 
 # ------------------------------------------------------------------------------------------------------ pipeline
 def image_metrics(truth: np.ndarray, est: np.ndarray) -> dict[str, float]:
-    """PSNR (dB), SSIM and RMSE of ``est`` against ``truth`` (``(C, H, W)``; data range 1 for images in [0, 1],
-    the truth's range otherwise)."""
+    """PSNR (dB), SSIM and RMSE of ``est`` against ``truth`` (``(C, H, W)`` or a volume ``(C, D, H, W)``, SSIM then
+    on 3-D windows; data range 1 for images in [0, 1], the truth's range otherwise)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     lo, hi = float(truth.min()), float(truth.max())
@@ -503,7 +544,7 @@ def image_metrics(truth: np.ndarray, est: np.ndarray) -> dict[str, float]:
     e = np.asarray(est, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
     psnr = float(peak_signal_noise_ratio(t, e, data_range=rng))
-    side = min(t.shape[-2:])
+    side = min(t.shape[1:])
     win = min(7, side if side % 2 else side - 1)
     ssim = float(structural_similarity(t, e, data_range=rng, channel_axis=0, win_size=win))
     return {"psnr_db": psnr, "ssim": ssim, "rmse": float(np.sqrt(np.mean((t - e) ** 2)))}
@@ -522,18 +563,22 @@ def _metrics(truth, data, out_map, out_mean, out_std) -> dict:
     return metrics
 
 
-def _as_chw(name: str, a) -> np.ndarray:
+def _as_chw(name: str, a, ndim: int = 2) -> np.ndarray:
+    """``(C, H, W)`` float64 from ``(H, W)`` or ``(C, H, W)``; with ``ndim=3`` ``(C, D, H, W)`` from ``(D, H, W)``
+    or ``(C, D, H, W)``."""
     a = np.asarray(a, dtype=np.float64)
-    a = a[None] if a.ndim == 2 else a
-    if a.ndim != 3:
-        raise ValueError(f"{name} must be (H, W) or (C, H, W), got shape {a.shape}")
+    a = a[None] if a.ndim == ndim else a
+    if a.ndim != ndim + 1:
+        want = ("(H, W) or (C, H, W) (a volume (C, D, H, W) needs a 3-D PSF)" if ndim == 2
+                else "a volume (D, H, W) or (C, D, H, W) (the PSF is 3-D)")
+        raise ValueError(f"{name} must be {want}, got shape {a.shape}")
     return a
 
 
-def _np(x) -> np.ndarray | None:
+def _np(x, ndim: int = 2) -> np.ndarray | None:
     if x is None:
         return None
-    return x.detach().reshape(x.shape[-3:]).to("cpu", torch.float32).numpy()
+    return x.detach().reshape(x.shape[-(ndim + 1):]).to("cpu", torch.float32).numpy()
 
 
 def _run_info(config: DeblurConfig, checked: CheckedConfig, data: np.ndarray) -> dict[str, Any]:
@@ -543,12 +588,16 @@ def _run_info(config: DeblurConfig, checked: CheckedConfig, data: np.ndarray) ->
         "config": asdict(config),
         "boundary": config.boundary,
         "psf": {**checked.psf, "shape": list(checked.kernel.shape)},
-        "image": {"channels": int(data.shape[0]), "height": int(data.shape[1]), "width": int(data.shape[2])},
+        "image": {"channels": int(data.shape[0]), **({"depth": int(data.shape[1])} if data.ndim == 4 else {}),
+                  "height": int(data.shape[-2]), "width": int(data.shape[-1])},
         "device": str(checked.device),
         "dtype": "float32",
         "seed": int(config.seed),
         "versions": _versions(__version__),
     }
+    if data.ndim == 4:
+        info["volume"] = {"shape": list(data.shape[1:]), "voxel_size": None if config.voxel_size is None
+                          else [float(v) for v in config.voxel_size]}
     if checked.device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(checked.device)
     return info
@@ -568,7 +617,8 @@ def deblur(
     Parameters
     ----------
     data : numpy.ndarray
-        The blurred, noisy image.
+        The blurred, noisy image; with a 3-D PSF a volume ``(C, D, H, W)`` or ``(D, H, W)`` (then every stage runs
+        in 3-D: the wavelet noise estimate, SURE on a central crop, FISTA and the samplers on the volume).
     config : DeblurConfig
     truth : numpy.ndarray, optional
         The clean image (same shape): PSNR/SSIM of the input, the MAP and the mean go into ``info["metrics"]``.
@@ -592,14 +642,20 @@ def deblur(
     >>> res = deblur(y, DeblurConfig(psf="gaussian:1", noise_std=0.05, weight=5.0, method="map", map_max_iter=20))
     >>> res.map.shape, res.mean is None
     ((1, 32, 32), True)
+    >>> vol = np.random.default_rng(0).random((8, 16, 16))  # a grey stack (D, H, W): the PSF is 3-D
+    >>> cfg3d = DeblurConfig(psf="gaussian3d:1", noise_std=0.05, weight=5.0, method="map", map_max_iter=5)
+    >>> deblur(vol, cfg3d).map.shape
+    (1, 8, 16, 16)
     """
     from invprob import Posterior
 
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
-    data = _as_chw("data", data)
+    nd = int((checked.kernel if checked is not None else kernel_from_spec(config.psf, spacing=config.voxel_size)
+              .kernel).ndim)
+    data = _as_chw("data", data, nd)
     if truth is not None:
-        truth = _as_chw("truth", truth)
+        truth = _as_chw("truth", truth, nd)
         if truth.shape != data.shape:
             raise ValueError(f"the truth image has shape {truth.shape}, the input {data.shape}")
     checked = checked or validate_config(config, data.shape)
@@ -608,7 +664,7 @@ def deblur(
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    noise = noise_level(data, config.noise_std)
+    noise = noise_level(data, config.noise_std, ndim=nd)
     if config.noise_std == "auto":
         log(f"estimated noise std: {noise.value:.4g}")
     timings["noise_s"] = time.perf_counter() - t
@@ -626,7 +682,7 @@ def deblur(
     map_t = mean_t = std_t = samples_t = None
     if interrupted is None:
         t = time.perf_counter()
-        prior = make_prior(config.prior, wst.value, origin=op.frame_origin)
+        prior = make_prior(config.prior, wst.value, origin=op.frame_origin, ndim=nd)
         posterior = Posterior(op, op.pad_data(y), noise.value, prior)
         x0 = op.extend(y) if config.boundary == "free" else None
         mst = map_stage(posterior, config, x0=x0, progress=progress)
@@ -645,7 +701,7 @@ def deblur(
     elif config.method == "map":
         info["uncertainty"] = None
 
-    out_map, out_mean, out_std = (_np(None if v is None else op.crop(v)) for v in (map_t, mean_t, std_t))
+    out_map, out_mean, out_std = (_np(None if v is None else op.crop(v), nd) for v in (map_t, mean_t, std_t))
     if truth is not None:
         info["metrics"] = _metrics(truth, data, out_map, out_mean, out_std)
     timings["total_s"] = time.perf_counter() - t_start
@@ -674,8 +730,9 @@ def _versions(invprob_version: str) -> dict:
 # ------------------------------------------------------------------------------------------------------ test data
 def blur_image(clean: np.ndarray, kernel: torch.Tensor, *, boundary: str = "circular", noise_std: float = 0.0,
                seed: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
-    """Blur ``clean`` (``(C, H, W)``) with ``kernel`` in float64 and add white Gaussian noise (NumPy's
-    ``default_rng(seed)``): what ``invprob blur`` writes.
+    """Blur ``clean`` (``(C, H, W)``; a volume ``(C, D, H, W)`` or ``(D, H, W)`` for a 3-D ``kernel``) with
+    ``kernel`` in float64 and add white Gaussian noise (NumPy's ``default_rng(seed)``): what ``invprob blur``
+    writes.
 
     Examples
     --------
@@ -684,7 +741,7 @@ def blur_image(clean: np.ndarray, kernel: torch.Tensor, *, boundary: str = "circ
     >>> blur_image(np.ones((1, 16, 16)), gaussian_kernel(1.0), noise_std=0.0).mean().round(6)
     np.float64(1.0)
     """
-    clean = _as_chw("clean", clean)
+    clean = _as_chw("clean", clean, int(torch.as_tensor(kernel).ndim))
     if noise_std < 0:
         raise ValueError(f"noise_std must not be negative, got {noise_std}")
     op = Blur(kernel, tuple(clean.shape), boundary=boundary)

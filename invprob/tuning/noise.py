@@ -3,7 +3,8 @@
 The wavelet median-absolute-deviation estimator of Donoho & Johnstone (1994), as in
 ``skimage.restoration.estimate_sigma``: ``sigma = median(|HH|) / 0.6745`` on the finest diagonal Haar band,
 averaged over colour channels. Blur removes the image's finest diagonal detail, so on a blurred image this band
-is nearly pure noise.
+is nearly pure noise. For a volume (``ndim=3``) the band is the finest Haar band that is high-pass along all three
+axes (``HHH``, the ``"ddd"`` detail of ``skimage.restoration.estimate_sigma`` on an n-D array).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = ["NoiseLevel", "estimate_noise_std", "noise_level"]
 
 _MAD_TO_STD = 0.6744897501960817  # the median of |N(0, 1)|
 _RULE = "estimated: wavelet MAD (median |finest diagonal Haar band| / 0.6745), averaged over channels"
+_RULE_3D = "estimated: wavelet MAD (median |finest HHH Haar band of the volume| / 0.6745), averaged over channels"
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,16 @@ class NoiseLevel:
     source: str
 
 
-def estimate_noise_std(image: np.ndarray) -> float:
+def estimate_noise_std(image: np.ndarray, *, ndim: int = 2) -> float:
     """Wavelet MAD estimate of white Gaussian noise std (finest diagonal Haar band), averaged over channels.
 
     Parameters
     ----------
     image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``. Same estimator as ``skimage.restoration.estimate_sigma`` (which needs
-        PyWavelets), with the Haar wavelet.
+        ``(H, W)`` or ``(C, H, W)``; with ``ndim=3`` a volume ``(D, H, W)`` or ``(C, D, H, W)``. Same estimator as
+        ``skimage.restoration.estimate_sigma`` (which needs PyWavelets), with the Haar wavelet.
+    ndim : {2, 3}
+        Spatial dimension: 3 uses the finest band high-pass along z, y and x (``HHH``, 8 voxels per coefficient).
 
     Returns
     -------
@@ -46,7 +50,13 @@ def estimate_noise_std(image: np.ndarray) -> float:
     >>> noise = 0.1 * np.random.default_rng(0).standard_normal((256, 256))
     >>> round(estimate_noise_std(noise), 2)
     0.1
+    >>> round(estimate_noise_std(0.1 * np.random.default_rng(0).standard_normal((16, 64, 64)), ndim=3), 2)
+    0.1
     """
+    if ndim == 3:
+        return _estimate_noise_std_3d(image)
+    if ndim != 2:
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     a = np.asarray(image, dtype=np.float64)
     a = a[None] if a.ndim == 2 else a
     if a.ndim != 3 or min(a.shape[-2:]) < 2:
@@ -57,9 +67,29 @@ def estimate_noise_std(image: np.ndarray) -> float:
     return float(np.mean([np.median(np.abs(c)) / _MAD_TO_STD for c in hh]))
 
 
-def noise_level(image: np.ndarray, noise_std: float | str = "auto", *, floor: float = 1e-4) -> NoiseLevel:
-    """The noise std to use: ``noise_std`` when given, else :func:`estimate_noise_std` of ``image``, floored at
-    ``floor`` x the data range (a noise-free image would otherwise give a zero likelihood scale).
+def _estimate_noise_std_3d(volume: np.ndarray) -> float:
+    """:func:`estimate_noise_std` of a volume ``(D, H, W)`` or ``(C, D, H, W)``: the orthonormal Haar ``HHH``
+    coefficient ``sum_v sign(v) x_v / sqrt(8)`` over each 2 x 2 x 2 block keeps the noise std."""
+    a = np.asarray(volume, dtype=np.float64)
+    a = a[None] if a.ndim == 3 else a
+    if a.ndim != 4 or min(a.shape[-3:]) < 2:
+        raise ValueError(f"volume must be (D, H, W) or (C, D, H, W) with sides >= 2, got shape {a.shape}")
+    D, H, W = (n // 2 * 2 for n in a.shape[-3:])
+    b = a[:, :D, :H, :W]
+    hhh = np.zeros((a.shape[0], D // 2, H // 2, W // 2))
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                hhh += (-1.0) ** (i + j + k) * b[:, i::2, j::2, k::2]
+    hhh /= np.sqrt(8.0)
+    return float(np.mean([np.median(np.abs(c)) / _MAD_TO_STD for c in hhh]))
+
+
+def noise_level(image: np.ndarray, noise_std: float | str = "auto", *, floor: float = 1e-4,
+                ndim: int = 2) -> NoiseLevel:
+    """The noise std to use: ``noise_std`` when given, else :func:`estimate_noise_std` of ``image`` (a volume
+    ``(C, D, H, W)`` with ``ndim=3``), floored at ``floor`` x the data range (a noise-free image would otherwise
+    give a zero likelihood scale).
 
     Examples
     --------
@@ -73,12 +103,13 @@ def noise_level(image: np.ndarray, noise_std: float | str = "auto", *, floor: fl
     if not value_range > 1e-12 * max(float(np.max(np.abs(image))), 1.0):
         raise ValueError("the image is constant: its noise std cannot be estimated (and there is nothing to "
                          "deblur); give the noise std explicitly")
-    sigma = estimate_noise_std(image)
+    sigma = estimate_noise_std(image, ndim=ndim)
     low = floor * value_range
+    rule = _RULE_3D if ndim == 3 else _RULE
     if sigma < low:
         txt = f"{floor:.0e}".replace("e-0", "e-")
         warnings.warn(f"the estimated noise std ({sigma:.3g}) is below {txt} x the data range: the image looks "
                       f"noise-free; using {low:.3g} (give the noise std explicitly if you know it)", UserWarning,
                       stacklevel=2)
-        return NoiseLevel(low, _RULE + f"; the estimate was below the floor {txt} x data range, set to {low:.3g}")
-    return NoiseLevel(sigma, _RULE)
+        return NoiseLevel(low, rule + f"; the estimate was below the floor {txt} x data range, set to {low:.3g}")
+    return NoiseLevel(sigma, rule)

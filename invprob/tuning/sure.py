@@ -52,9 +52,10 @@ def sure_weight(
     Parameters
     ----------
     kernel : torch.Tensor
-        The PSF.
+        The PSF, 2-D ``(kh, kw)`` or 3-D ``(kd, kh, kw)``.
     y : torch.Tensor
-        ``(1, C, h, w)`` data on the working device (a whole image or a crop of it).
+        ``(1, C, h, w)`` data on the working device (a whole image or a crop of it); with a 3-D ``kernel`` a volume
+        ``(1, C, d, h, w)`` (the valid blur and ``make_prior``'s prior are then 3-D).
     noise_std : float
     make_prior : callable
         ``make_prior(weight)`` returns the prior at that weight (any object with ``prox``; ``is_quadratic``

@@ -22,11 +22,12 @@ class ReconConfig:
     """Options of :func:`reconstruct` (lengths relative to the domain radius where noted).
 
     method : "auto" | "gn" | "lbfgs" | "pbrwp" | "mla"
-        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler. ``"auto"`` (default) spends time only where it
-        changes the answer (:attr:`resolved_method`): Gauss-Newton MAP + Laplace for the Gaussian prior when the
-        Laplace std is published (exact for the linearised difference posterior, calibrated for absolute
-        imaging, see :mod:`invprob.calibration`), PBRWP for the TV and L1 priors (whose posterior mean differs
-        from the MAP) or when the sampler's std is asked for.
+        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler; every method but lbfgs computes the MAP by
+        Gauss-Newton for the Gaussian and L1 priors and by primal-dual Newton for the TV prior. ``"auto"``
+        (default) spends time only where it changes the answer (:attr:`resolved_method`): Gauss-Newton MAP +
+        Laplace for the Gaussian prior when the Laplace std is published (exact for the linearised difference
+        posterior, calibrated for absolute imaging, see :mod:`invprob.calibration`), PBRWP for the TV and L1 priors
+        (whose posterior mean differs from the MAP) or when the sampler's std is asked for.
     prior : "gaussian" | "tv" | "l1"
         On ``log sigma`` about the log background: Matérn-like smoothness (:class:`MeshGaussian`), graph TV, L1.
     weight : float or None
@@ -45,7 +46,9 @@ class ReconConfig:
     std_estimator : "laplace" | "sampler"
         Which std is published as ``std`` (the other one is kept as ``std_laplace``/``std_sampler``).
     map_max_iter : int
-        Maximum MAP iterations (Gauss-Newton stops earlier on its tolerance; L-BFGS gets ``10 map_max_iter``).
+        Maximum MAP iterations (Gauss-Newton stops earlier on its tolerance; L-BFGS gets ``10 map_max_iter``; the
+        primal-dual Newton MAP of the TV prior, :func:`~invprob.solvers.eit.primal_dual_newton`, gets
+        ``PD_ITER_FACTOR map_max_iter`` = 60 by default and reports ``converged`` when its tolerance was met).
     fit_contact : bool
         Fit the contact impedance with the background (else ``contact_impedance``).
     """

@@ -216,7 +216,8 @@ def reconstruct(
             say(f"warning: the MAP's median conductivity ({med:.3g}) differs from the reference background "
                 f"({fit.sigma:.3g}) by a factor {med / fit.sigma:.2f}: the background changed"
                 + (", difference imaging against this reference is not meaningful" if config.difference else ""))
-    say(f"MAP ({res_map.info['method']}): {res_map.info['iterations']} iterations, "
+    say(f"MAP ({res_map.info['method']}): {res_map.info['iterations']} iterations"
+        f"{'' if res_map.info.get('converged', True) else ' (tolerance not reached)'}, "
         f"relative misfit {100 * res_map.info['relative_misfit']:.2f} %, {timings['map_s']:.1f} s")
     t0 = time.perf_counter()
     # quadratic prior: its exact Hessian; TV/L1: the lagged-diffusivity majorizer (the exact Hessian of the

@@ -317,7 +317,8 @@ COARSE_FACTOR = 8
 def coarse_view(published, event_shape: tuple[int, ...], factor: int = COARSE_FACTOR):
     """``z -> factor x factor`` block means of ``published(z)`` for image events ``(C, H, W)`` whose published
     frame is at least ``8 factor`` pixels a side (at least 8 x 8 block means, so that the medians over them are
-    not noise); None otherwise."""
+    not noise); None otherwise. A volume event ``(C, D, H, W)`` is pooled plane by plane (``factor x factor``
+    blocks of every z plane, no pooling along z), under the same rule on ``H`` and ``W``."""
     if len(event_shape) < 3:
         return None
     probe = published(torch.zeros((1, *event_shape)))

@@ -77,6 +77,13 @@ class ParticleMoments(UncertaintyEstimator):
         return EstimatorOutput(particles.mean, particles.variance().sqrt(), info)
 
 
+def _closed_grid(closed: dict, x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The spatial grid and FFT axes of a closed form: ``(H, W)`` / ``(-2, -1)``, or ``(D, H, W)`` / ``(-3, -2, -1)``
+    for a volume (older closed forms without ``"shape"``: the last two axes of ``x``)."""
+    shape = tuple(closed.get("shape") or x.shape[-2:])
+    return shape, tuple(range(-len(shape), 0))
+
+
 class KernelExact(UncertaintyEstimator):
     """Moments of PBRWP's Gaussian kernels ``K(., x_j)`` in closed form: kernel means accumulated over the
     post-burn-in iterations (Welford), the common kernel variance added exactly.
@@ -96,9 +103,9 @@ class KernelExact(UncertaintyEstimator):
     def _means(self, target, x, state):
         closed = state.closed
         if closed is not None:
-            H, W = x.shape[-2:]
-            d = torch.fft.rfft2(x - closed["mu"])
-            return closed["mu"] + torch.fft.irfft2(d * closed["mean_symbol"], s=(H, W))
+            shape, dims = _closed_grid(closed, x)
+            d = torch.fft.rfftn(x - closed["mu"], dim=dims)
+            return closed["mu"] + torch.fft.irfftn(d * closed["mean_symbol"], s=shape, dim=dims)
         means, _ = target.potential.kernel_moments(x, state.T, state.precond)
         return means
 
@@ -107,12 +114,13 @@ class KernelExact(UncertaintyEstimator):
         means = self._means(target, x, state)
         closed = state.closed
         if closed is not None:
-            H, W = x.shape[-2:]
+            shape, dims = _closed_grid(closed, x)
             if "kernel_sd_symbol" not in closed:
                 closed["kernel_sd_symbol"] = (1.0 / ((target.beta / 2) * (closed["q"] + closed["m"] / state.T))
                                               ).sqrt().to(x.dtype)
             xi = randn_like(x, gen)
-            return means + torch.fft.irfft2(torch.fft.rfft2(xi) * closed["kernel_sd_symbol"], s=(H, W))
+            return means + torch.fft.irfftn(torch.fft.rfftn(xi, dim=dims) * closed["kernel_sd_symbol"], s=shape,
+                                            dim=dims)
         _, cov = target.potential.kernel_moments(x[:1], state.T, state.precond)
         chol = torch.linalg.cholesky(cov).to(x)
         return means + randn_like(x, gen).flatten(1) @ chol.T

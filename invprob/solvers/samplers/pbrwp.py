@@ -15,7 +15,8 @@ in Fourier with the same formulas (``info["fourier_step"]``): one ``rfft2`` of t
 prior gradient, one ``irfft2`` for ``M grad V``; the ``M^-1`` Gram (float64), ``g^T M g`` and the data term of
 ``V`` at the one-step envelope point by Parseval on the half spectrum. Measured at 256^2, N = 40 (one CPU
 thread): 1.3-1.4x the time of N batched ULA steps, against 2.1x for the spatial path (benchmark
-``pbrwp_cost`` of the repository's ``benchmarks/RESULTS.md``).
+``pbrwp_cost`` of the repository's ``benchmarks/RESULTS.md``). On a volume (a 3-D circulant blur,
+``posterior.spatial_ndim == 3``) every transform is the ``rfftn`` over ``(D, H, W)``, with the same formulas.
 
 The particles of this deterministic scheme collapse at image scale (``algorithms.md``, "the high-dimensional
 trap"): their spread is a few per cent of the posterior std. The particle moments stay available
@@ -49,6 +50,7 @@ output (the estimators of :mod:`invprob.solvers.samplers.estimators`) is the mom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -305,13 +307,13 @@ class PBRWP(Sampler):
         post = target.posterior
         if not (post is not None and post.has_closed_form and isinstance(precond, FourierPreconditioner)):
             return None
-        H, W = target.event_shape[-2:]
+        shape = post.spatial_shape  # (H, W), or (D, H, W) for a volume: every transform is rfftn over it
         q = post.precision_symbol(device=x.device) / post.beta  # Hessian of V on the rfft grid
         m = precond.inv_symbol.to(x.device)
         T = float(self.config.T)
         mu, _ = post.closed_form_moments(dtype=torch.float64, device=x.device)
-        wts = post.rfft_weights(H, W, device=x.device)
-        kernel_var = float((wts / ((post.beta / 2) * (q + m / T))).sum() / (H * W))
+        wts = post.rfft_weights(*shape, device=x.device)
+        kernel_var = float((wts / ((post.beta / 2) * (q + m / T))).sum() / math.prod(shape))
         real = x.dtype
         return {
             "mu": mu.to(real),
@@ -319,7 +321,9 @@ class PBRWP(Sampler):
             "mean_symbol": (m / (m + T * q)).to(real),  # (I + T M Q)^{-1}
             "wts": wts.to(real),
             "kernel_var": kernel_var,
-            "HW": H * W,
+            "HW": math.prod(shape),
+            "shape": tuple(shape),
+            "dims": tuple(range(-len(shape), 0)),
             "q": q,
             "m": m,
         }
@@ -337,7 +341,7 @@ class PBRWP(Sampler):
         if target.chunk_size is not None and x.shape[0] > target.chunk_size:
             return None  # chunked evaluation asked for: keep the generic (chunked) path
         m = precond.inv_symbol.to(device=x.device)  # eigenvalues of M^-1, float64
-        if tuple(m.shape) != tuple(sp.K.shape[-2:]):
+        if tuple(m.shape) != tuple(sp.K.shape[-m.ndim:]) or m.ndim != len(sp.shape):
             return None
         real = x.dtype
         tau = T / (1.0 + T * L)  # step of the one-step envelope
@@ -360,7 +364,7 @@ class PBRWP(Sampler):
     def _envelope_exact(self, target, x, fn, gMg, Mg, state, spectral=None):
         closed = state.closed
         if closed is not None:
-            d = torch.fft.rfft2(x - closed["mu"])
+            d = torch.fft.rfftn(x - closed["mu"], dim=closed["dims"])
             val = (closed["wts"] * closed["env_symbol"] * d.abs() ** 2).flatten(1).sum(1) / closed["HW"]
             return 0.5 * val.double()
         return target.potential.moreau_envelope(x, state.T, state.precond).double()
@@ -459,11 +463,11 @@ class PBRWP(Sampler):
         if sc is not None:
             # fused Fourier step: rfft2 of the centred particles (exact Gram, no cancellation against the mean)
             sp = sc["data"]
-            E = torch.fft.rfft2(e)
-            R = torch.addcmul(sp.residual(torch.fft.rfft2(xm)), sp.K, E)  # rfft2(A x - y), x = xm + e
+            E = sp.forward(e)  # rfft2, or rfftn over (D, H, W) for a volume
+            R = torch.addcmul(sp.residual(sp.forward(xm)), sp.K, E)  # rfft2(A x - y), x = xm + e
             pf, pg = target.prior_terms(x, need_fn)
-            G = torch.addcmul(torch.fft.rfft2(pg), sp.Kc_s2, R)  # rfft2(grad V)
-            Mg = torch.fft.irfft2(G * sc["minv"], s=sp.shape)
+            G = torch.addcmul(sp.forward(pg), sp.Kc_s2, R)  # rfft2(grad V)
+            Mg = torch.fft.irfftn(G * sc["minv"], s=sp.shape, dim=sp.dims)
             fn = sp.data_value(R) + pf if need_fn else None
             gMg = weighted_sq_sum(G, sc["sqrt_w_gmg"]) if state.need_gmg else None
             a = torch.view_as_real(E * sc["sqrt_w_gram"]).flatten(1)

@@ -2,8 +2,9 @@
 
 Every preconditioner gives ``apply(v) = M v``, ``inv_apply(v) = M^{-1} v`` and, where it can,
 ``sqrt_apply(v) = M^{1/2} v`` (MLA's noise), on batches ``(B, *event_shape)``. Those that are diagonal in the
-2-D Fourier basis (circular blurs) also expose ``inv_symbol``: the eigenvalues of ``M^{-1}`` on the ``rfft2``
-grid, which the exact kernel moments use.
+Fourier basis of the posterior's spatial grid (circular blurs of images or volumes) also expose ``inv_symbol``:
+the eigenvalues of ``M^{-1}`` on the ``rfft2`` grid (``rfftn`` over ``(D, H, W)`` for a volume,
+``posterior.spatial_ndim == 3``), which the exact kernel moments use.
 
 Kinds accepted by :func:`make_preconditioner`:
 
@@ -25,6 +26,7 @@ Kinds accepted by :func:`make_preconditioner`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -176,7 +178,10 @@ class CallablePreconditioner(Preconditioner):
 
 
 class FourierPreconditioner(Preconditioner):
-    """``M`` diagonal in the 2-D Fourier basis: ``M^{-1}`` has eigenvalues ``inv_symbol`` on the ``rfft2`` grid.
+    """``M`` diagonal in the Fourier basis: ``M^{-1}`` has eigenvalues ``inv_symbol`` on the ``rfft2`` grid.
+
+    ``image_shape`` is ``(H, W)`` or, for a volume, ``(D, H, W)``: the transforms are then ``rfftn`` over the
+    last three axes and ``inv_symbol`` lives on the grid ``(D, H, W // 2 + 1)``.
 
     ``data_part`` (optional) is the part of ``inv_symbol`` equal to ``A^T A / sigma_n^2`` of the posterior; then
     ``M^{-1} e`` for centred particles is assembled from the centred data gradient (no extra FFT) plus
@@ -185,13 +190,17 @@ class FourierPreconditioner(Preconditioner):
 
     kind = "fourier"
 
-    def __init__(self, inv_symbol: torch.Tensor, image_shape: tuple[int, int], *, kind: str = "fourier",
+    def __init__(self, inv_symbol: torch.Tensor, image_shape: tuple[int, ...], *, kind: str = "fourier",
                  extra_apply: Callable | None = None, details: dict | None = None):
         s = torch.as_tensor(inv_symbol, dtype=torch.float64)
         if not bool((s > 0).all()):
             raise ValueError("the preconditioner's inverse symbol must be positive")
+        if len(image_shape) not in (2, 3):
+            raise ValueError(f"image_shape must be (H, W) or (D, H, W), got {tuple(image_shape)!r}")
         self.inv_symbol = s
-        self.H, self.W = (int(image_shape[0]), int(image_shape[1]))
+        self.shape = tuple(int(n) for n in image_shape)  # the spatial grid: (H, W) or (D, H, W)
+        self.dims = tuple(range(-len(self.shape), 0))
+        self.H, self.W = self.shape[-2:]
         self.kind = kind
         self._extra = extra_apply
         self._details = details or {}
@@ -205,7 +214,9 @@ class FourierPreconditioner(Preconditioner):
         return self._cache[key]
 
     def _mul(self, v, power):
-        return torch.fft.irfft2(torch.fft.rfft2(v) * self._sym(power, v), s=(self.H, self.W))
+        if len(self.shape) == 2:
+            return torch.fft.irfft2(torch.fft.rfft2(v) * self._sym(power, v), s=self.shape)
+        return torch.fft.irfftn(torch.fft.rfftn(v, dim=self.dims) * self._sym(power, v), s=self.shape, dim=self.dims)
 
     def apply(self, v):
         return self._mul(v, -1.0)
@@ -225,11 +236,11 @@ class FourierPreconditioner(Preconditioner):
         return float(1.0 / self.inv_symbol.min())
 
     def diagonal(self):
-        """Constant: the mean of ``M``'s eigenvalues over the full 2-D frequency grid (a circulant's diagonal)."""
+        """Constant: the mean of ``M``'s eigenvalues over the full frequency grid (a circulant's diagonal)."""
         from invprob.posterior import rfft_weights
 
-        w = rfft_weights(self.H, self.W, device=self.inv_symbol.device)
-        return (w / self.inv_symbol).sum() / (self.H * self.W)
+        w = rfft_weights(*self.shape, device=self.inv_symbol.device)
+        return (w / self.inv_symbol).sum() / math.prod(self.shape)
 
     def describe(self):
         return {"kind": self.kind, "fourier_diagonal": True, "norm": self.norm(),
@@ -269,7 +280,8 @@ def posterior_preconditioner(posterior, *, c: float = 1.0, x_ref: torch.Tensor |
 
     ``K`` is the operator's ``fourier_majorant`` (its exact symbol for a circulant operator; the unmasked blur
     for the ``"free"``/``"valid"`` boundaries, an SPD stand-in for ``A^T A``), ``P`` the given ``prior_symbol``
-    (on the ``rfft2`` grid) or the prior's ``curvature_symbol(H, W, x_ref=x_ref)`` (exact for a GaussianPrior,
+    (on the ``rfft2`` grid; ``rfftn`` over ``posterior.spatial_shape`` for a volume) or the prior's
+    ``curvature_symbol(*posterior.spatial_shape, x_ref=x_ref)`` (exact for a GaussianPrior,
     ``kappa D^T D`` for TV), none when that is None. ``describe()["kind"]`` is ``"posterior"`` for a circulant
     operator, ``"posterior-unmasked"`` / ``"normal-unmasked"`` (with / without ``P``) otherwise.
 
@@ -286,20 +298,36 @@ def posterior_preconditioner(posterior, *, c: float = 1.0, x_ref: torch.Tensor |
     if K is None:
         raise ValueError("posterior_preconditioner needs an operator with a Fourier symbol or majorant "
                          "(a circular, 'free' or 'valid' Blur)")
-    H, W = posterior.event_shape[-2:]
+    shape = _spatial_shape(posterior)
     prior = posterior.prior
-    P = prior_symbol if prior_symbol is not None else prior.curvature_symbol(H, W, x_ref=x_ref)
+    P = prior_symbol if prior_symbol is not None else _curvature_symbol(prior, shape, x_ref)
     data_sym = K.abs() ** 2 / posterior.noise_std**2
     desc = _prior_part(prior, prior_symbol, P)
     if op.fourier_symbol(torch.float64, "cpu") is None:  # masked or cropped: K^T K of the unmasked blur
         sym = data_sym + c
         details = {"c": float(c), "note": "K^T K of the unmasked blur (free boundary)"}
         if P is None:
-            return FourierPreconditioner(sym, (H, W), kind="normal-unmasked", details=details)
-        return FourierPreconditioner(sym + P.to(sym), (H, W), kind="posterior-unmasked",
+            return FourierPreconditioner(sym, shape, kind="normal-unmasked", details=details)
+        return FourierPreconditioner(sym + P.to(sym), shape, kind="posterior-unmasked",
                                      details={**details, "prior_part": desc})
     sym = (data_sym + P.to(data_sym) + c) if P is not None else data_sym + c
-    return FourierPreconditioner(sym, (H, W), kind="posterior", details={"c": float(c), "prior_part": desc})
+    return FourierPreconditioner(sym, shape, kind="posterior", details={"c": float(c), "prior_part": desc})
+
+
+def _curvature_symbol(prior, shape: tuple[int, ...], x_ref) -> torch.Tensor | None:
+    """``prior.curvature_symbol(*shape, x_ref=x_ref)``; None on a volume grid for a prior that keeps the base
+    class's 2-D ``(H, W)`` signature (it declares no curvature, e.g. Haar-L1)."""
+    from invprob.priors import Prior
+
+    if len(shape) != 2 and getattr(type(prior), "curvature_symbol", None) is Prior.curvature_symbol:
+        return None
+    return prior.curvature_symbol(*shape, x_ref=x_ref)
+
+
+def _spatial_shape(post) -> tuple[int, ...]:
+    """The grid of the posterior's Fourier symbols: ``(H, W)``, or ``(D, H, W)`` for a volume problem."""
+    shape = getattr(post, "spatial_shape", None)
+    return tuple(shape) if shape is not None else tuple(post.event_shape[-2:])
 
 
 def _prior_part(prior, prior_symbol, P) -> str:
@@ -382,9 +410,8 @@ def _auto_kind(post, x_ref) -> str:
     kernel mixture in every frequency band); the A*A preconditioner otherwise."""
     if post is None or not post.is_linear:
         return "identity"
-    H, W = post.event_shape[-2:]
     circ = post.operator.fourier_symbol(torch.float64, "cpu") is not None
-    if circ and post.prior.curvature_symbol(H, W, x_ref=x_ref) is not None:
+    if circ and _curvature_symbol(post.prior, _spatial_shape(post), x_ref) is not None:
         return "posterior"
     return "normal"
 
@@ -393,17 +420,16 @@ def _normal(post, c: float) -> Preconditioner:
     K = post.operator.fourier_symbol(torch.float64, "cpu")
     if K is None:
         return NormalPreconditioner(post, c)
-    H, W = post.event_shape[-2:]
     sym = K.abs() ** 2 / post.noise_std**2 + c
-    return FourierPreconditioner(sym, (H, W), kind="normal", extra_apply=lambda e: c * e, details={"c": float(c)})
+    return FourierPreconditioner(sym, _spatial_shape(post), kind="normal", extra_apply=lambda e: c * e,
+                                 details={"c": float(c)})
 
 
 def _posterior(post, c: float, x_ref) -> FourierPreconditioner:
     if post.operator.fourier_symbol(torch.float64, "cpu") is None:
         raise ValueError("preconditioner='posterior' needs a circular blur (FFT-diagonal posterior precision); "
                          "for other boundaries build one with posterior_preconditioner")
-    H, W = post.event_shape[-2:]
-    if post.prior.curvature_symbol(H, W, x_ref=x_ref) is None:
+    if _curvature_symbol(post.prior, _spatial_shape(post), x_ref) is None:
         raise ValueError("preconditioner='posterior' needs a prior with a curvature symbol (GaussianPrior, or TV "
                          "with a starting point or curvature=)")
     return posterior_preconditioner(post, c=c, x_ref=x_ref)

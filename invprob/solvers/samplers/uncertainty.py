@@ -28,40 +28,47 @@ __all__ = [
 BANDS = ((0.0, 1 / 8), (1 / 8, 1 / 4), (1 / 4, math.inf))  # |f| in cycles per pixel: low, mid, high
 
 
-def band_masks(H: int, W: int, *, device="cpu") -> list[torch.Tensor]:
-    """Boolean masks of the ``rfft2`` grid for the bands ``|f| < 1/8``, ``1/8 - 1/4``, ``> 1/4`` cycles/pixel."""
-    fy = torch.fft.fftfreq(H, device=device, dtype=torch.float64)[:, None]
-    fx = torch.fft.rfftfreq(W, device=device, dtype=torch.float64)[None, :]
-    f = (fy**2 + fx**2).sqrt()
+def band_masks(*shape: int, device="cpu") -> list[torch.Tensor]:
+    """Boolean masks of the ``rfft2`` grid of ``shape = (H, W)`` (the ``rfftn`` grid ``(D, H, W // 2 + 1)`` of
+    ``shape = (D, H, W)``) for the bands ``|f| < 1/8``, ``1/8 - 1/4``, ``> 1/4`` cycles/pixel."""
+    if len(shape) not in (2, 3):
+        raise ValueError(f"shape must be (H, W) or (D, H, W), got {shape!r}")
+    f2 = torch.fft.rfftfreq(shape[-1], device=device, dtype=torch.float64) ** 2
+    for k, n in enumerate(reversed(shape[:-1])):  # y, then z: broadcast over the axes before
+        f = torch.fft.fftfreq(n, device=device, dtype=torch.float64) ** 2
+        f2 = f.reshape(-1, *([1] * (k + 1))) + f2
+    f = f2.sqrt()
     return [(f >= lo) & (f < hi) for lo, hi in BANDS]
 
 
-def band_variances(samples: torch.Tensor, mean: torch.Tensor | None = None) -> list[float]:
-    """Total variance per band of ``samples`` ``(S, [C,] H, W)`` (deviations from ``mean`` or their own mean)."""
+def band_variances(samples: torch.Tensor, mean: torch.Tensor | None = None, *, ndim: int = 2) -> list[float]:
+    """Total variance per band of ``samples`` ``(S, [C,] H, W)`` (deviations from ``mean`` or their own mean);
+    ``ndim=3``: volumes ``(S, [C,] D, H, W)`` and 3-D frequency bands."""
     s = samples.double()
     m = s.mean(0, keepdim=True) if mean is None else mean.double().reshape(1, *s.shape[1:])
-    H, W = s.shape[-2:]
-    p = (torch.fft.rfft2(s - m).abs() ** 2).mean(0)
-    while p.ndim > 2:
+    shape = tuple(s.shape[-ndim:])
+    p = (torch.fft.rfftn(s - m, dim=tuple(range(-ndim, 0))).abs() ** 2).mean(0)
+    while p.ndim > ndim:
         p = p.sum(0)
-    p = Posterior.rfft_weights(H, W, device=s.device) * p / (H * W)
-    return [float(p[b].sum()) for b in band_masks(H, W, device=s.device)]
+    p = Posterior.rfft_weights(*shape, device=s.device) * p / math.prod(shape)
+    return [float(p[b].sum()) for b in band_masks(*shape, device=s.device)]
 
 
-def band_variance_ratios(samples: torch.Tensor, reference, *, mean: torch.Tensor | None = None) -> list[float]:
+def band_variance_ratios(samples: torch.Tensor, reference, *, mean: torch.Tensor | None = None,
+                         ndim: int = 2) -> list[float]:
     """Estimated-to-reference variance in the low/mid/high bands.
 
     ``reference`` is either reference samples ``(S', ...)`` or the exact posterior precision eigenvalues on the
-    ``rfft2`` grid (a Gaussian posterior with a circular blur).
+    ``rfft2`` grid (a Gaussian posterior with a circular blur; ``ndim=3``: volumes, the ``rfftn`` grid).
     """
-    est = band_variances(samples, mean)
-    H, W = samples.shape[-2:]
-    if reference.ndim == 2 and tuple(reference.shape) == (H, W // 2 + 1):
-        wts = Posterior.rfft_weights(H, W, device=reference.device)
-        c = samples.shape[1] if samples.ndim == 4 else 1
-        ref = [float((wts / reference.double())[b].sum()) * c for b in band_masks(H, W, device=reference.device)]
+    est = band_variances(samples, mean, ndim=ndim)
+    shape = tuple(samples.shape[-ndim:])
+    if reference.ndim == ndim and tuple(reference.shape) == (*shape[:-1], shape[-1] // 2 + 1):
+        wts = Posterior.rfft_weights(*shape, device=reference.device)
+        c = samples.shape[1] if samples.ndim == ndim + 2 else 1
+        ref = [float((wts / reference.double())[b].sum()) * c for b in band_masks(*shape, device=reference.device)]
     else:
-        ref = band_variances(reference)
+        ref = band_variances(reference, ndim=ndim)
     return [e / r for e, r in zip(est, ref, strict=True)]
 
 
