@@ -268,12 +268,10 @@ def _add_plugins(sub) -> None:
 def _write_arrays(tmp: Path, result, data, meta, truth, formats, extra: dict, files: dict, png_maps: dict):
     """Write the maps (PNG/TIFF/NPZ as asked) into ``tmp``; fills ``files`` and ``png_maps``, returns the std
     PNG's scale."""
-    import io as _io
 
     import numpy as np
 
     from invprob.apps import io as iio
-    from invprob.results import atomic_write_bytes
 
     std_scale = None
     if result.std is not None:
@@ -292,30 +290,38 @@ def _write_arrays(tmp: Path, result, data, meta, truth, formats, extra: dict, fi
                 iio.write_tiff(tmp / f"{name}.tiff", arr)
                 files[f"{name}.tiff"] = f"{name}, float32, working units"
     if "npz" in formats:
-        arrays = {k: v for k, v in (("map", result.map), ("mean", result.mean), ("std", result.std)) if v is not None}
-        arrays["input"] = np.asarray(data, dtype=np.float32)
-        if truth is not None:
-            arrays["truth"] = np.asarray(truth, dtype=np.float32)
-        if "kernel" in extra:
-            arrays["psf"] = np.asarray(extra["kernel"], dtype=np.float64)
-        buf = _io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(tmp / "result.npz", buf.getvalue())
-        files["result.npz"] = f"float arrays {sorted(arrays)} (C, H, W), working units"
+        _write_npz(tmp, result, data, truth, extra, files, "(C, H, W)")
     for name, (arr, desc) in extra.get("images", {}).items():
         png_maps[name] = iio.write_png(tmp / name, arr, meta)
         files[name] = desc
     return std_scale
 
 
-def _write_volume_outputs(tmp: Path, result, data, truth, formats, extra: dict, files: dict) -> None:
-    """A volume's maps: ``map.tif``/``mean.tif``/``std.tif`` float32 stacks, and ``result.npz`` when asked."""
+def _write_npz(tmp: Path, result, data, truth, extra: dict, files: dict, layout: str) -> None:
+    """``result.npz``: MAP, mean, std, the input (and truth, PSF when known), float arrays in ``layout``."""
     import io as _io
 
     import numpy as np
 
-    from invprob.apps import io as iio
     from invprob.results import atomic_write_bytes
+
+    arrays = {k: v for k, v in (("map", result.map), ("mean", result.mean), ("std", result.std)) if v is not None}
+    arrays["input"] = np.asarray(data, dtype=np.float32)
+    if truth is not None:
+        arrays["truth"] = np.asarray(truth, dtype=np.float32)
+    if "kernel" in extra:
+        arrays["psf"] = np.asarray(extra["kernel"], dtype=np.float64)
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(tmp / "result.npz", buf.getvalue())
+    files["result.npz"] = f"float arrays {sorted(arrays)} {layout}, working units"
+
+
+def _write_volume_outputs(tmp: Path, result, data, truth, formats, extra: dict, files: dict) -> None:
+    """A volume's maps: ``map.tif``/``mean.tif``/``std.tif`` float32 stacks, and ``result.npz`` when asked."""
+
+
+    from invprob.apps import io as iio
 
     names = {"map": "MAP estimate", "mean": "posterior mean", "std": "posterior std"}
     for name, arr in (("map", result.map), ("mean", result.mean), ("std", result.std)):
@@ -323,16 +329,7 @@ def _write_volume_outputs(tmp: Path, result, data, truth, formats, extra: dict, 
             iio.write_tiff_stack(tmp / f"{name}.tif", arr)
             files[f"{name}.tif"] = f"{names[name]}, float32 stack (one page per plane), working units"
     if "npz" in formats:
-        arrays = {k: v for k, v in (("map", result.map), ("mean", result.mean), ("std", result.std)) if v is not None}
-        arrays["input"] = np.asarray(data, dtype=np.float32)
-        if truth is not None:
-            arrays["truth"] = np.asarray(truth, dtype=np.float32)
-        if "kernel" in extra:
-            arrays["psf"] = np.asarray(extra["kernel"], dtype=np.float64)
-        buf = _io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(tmp / "result.npz", buf.getvalue())
-        files["result.npz"] = f"float arrays {sorted(arrays)} (C, D, H, W), working units"
+        _write_npz(tmp, result, data, truth, extra, files, "(C, D, H, W)")
 
 
 def _report_titles(info: dict) -> tuple[str, dict]:

@@ -115,25 +115,36 @@ def _damped_step(post, theta, H, dH, g, f: float, mu: float, max_step: float):
     """
     trial, f_new = theta, f
     for _ in range(12):
-        A = H.clone()
-        A.diagonal().add_(mu * dH)
-        Lc, info = torch.linalg.cholesky_ex(A)
-        if int(info) != 0:
+        step = _lm_trial(post, theta, H, dH, g, mu, max_step)
+        if step is None:  # not positive definite at this damping
             mu *= 4
             continue
-        delta = -torch.cholesky_solve(g[:, None], Lc)[:, 0]
-        m = float(delta.abs().max())
-        if m > max_step:
-            delta = delta * (max_step / m)
-        trial = theta + delta[None]
-        try:
-            f_new = float(post.fn_smooth(trial)[0])
-        except ValueError:
-            f_new = math.inf
+        _, trial, f_new = step
         if f_new < f:
             return True, trial, f_new, mu
         mu *= 4
     return False, trial, f_new, mu
+
+
+def _lm_trial(post, theta, H, dH, g, mu: float, max_step: float):
+    """The damped Gauss-Newton trial ``theta - (H + mu diag(dH))^-1 g`` (entries capped at ``max_step``):
+    ``(delta, trial, f(trial))``, ``f = inf`` outside the objective's domain; None when the damped matrix is not
+    positive definite."""
+    A = H.clone()
+    A.diagonal().add_(mu * dH)
+    Lc, info = torch.linalg.cholesky_ex(A)
+    if int(info) != 0:
+        return None
+    delta = -torch.cholesky_solve(g[:, None], Lc)[:, 0]
+    m = float(delta.abs().max())
+    if m > max_step:
+        delta = delta * (max_step / m)
+    trial = theta + delta[None]
+    try:
+        f_new = float(post.fn_smooth(trial)[0])
+    except ValueError:
+        f_new = math.inf
+    return delta, trial, f_new
 
 
 def primal_dual_newton(
@@ -241,21 +252,11 @@ def _gain_ratio_step(post, theta, H, dH, g, f: float, mu: float, max_step: float
     """
     trial, f_new, nu = theta, f, 2.0
     for _ in range(int(tries)):
-        A = H.clone()
-        A.diagonal().add_(mu * dH)
-        Lc, info = torch.linalg.cholesky_ex(A)
-        if int(info) != 0:
+        step = _lm_trial(post, theta, H, dH, g, mu, max_step)
+        if step is None:
             mu, nu = mu * nu, 2 * nu
             continue
-        delta = -torch.cholesky_solve(g[:, None], Lc)[:, 0]
-        m = float(delta.abs().max())
-        if m > max_step:
-            delta = delta * (max_step / m)
-        trial = theta + delta[None]
-        try:
-            f_new = float(post.fn_smooth(trial)[0])
-        except ValueError:
-            f_new = math.inf
+        delta, trial, f_new = step
         if f_new < f:
             pred = -float(g @ delta) - 0.5 * float(delta @ (H @ delta))
             rho = (f - f_new) / max(pred, 1e-300)
