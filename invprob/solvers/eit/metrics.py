@@ -4,7 +4,8 @@
   ``log=True``, of ``log sigma``), ``p = 1, 2``;
 - :func:`segment_three_class`: a three-class segmentation of a conductivity field (0 background, 1 resistive,
   2 conductive) by thresholding its contrast to the background;
-- :func:`dice_scores`: area-weighted Dice score per class and their mean.
+- :func:`dice_scores`: area-weighted Dice score per class and their mean;
+- :func:`coverage`: the share of cells (and of area) whose truth lies within ``mean +- k std``.
 
 The learned-EIT papers on KIT4 (e.g. Hamilton & Hauptmann's deep D-bar and its successors) compare
 reconstructions with a segmentation of the tank into background, resistive and conductive targets obtained by
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BACKGROUND", "CLASS_NAMES", "CONDUCTIVE", "RESISTIVE", "dice_scores", "field_metrics",
+__all__ = ["BACKGROUND", "CLASS_NAMES", "CONDUCTIVE", "RESISTIVE", "coverage", "dice_scores", "field_metrics",
            "otsu_threshold", "relative_lp_error", "segment_three_class"]
 
 BACKGROUND, RESISTIVE, CONDUCTIVE = 0, 1, 2
@@ -200,3 +201,58 @@ def field_metrics(sigma, truth, areas, background: float, *, threshold: float | 
         out.update({f"rel_l{p}_log": relative_lp_error(sigma, truth, areas, p, log=True) for p in (1, 2)})
     out.update({f"dice_{k}": v for k, v in d.items()})
     return out
+
+
+def coverage(mean, std, truth, areas=None, *, k: float = 2.0) -> dict[str, float]:
+    """Share of cells, and of area, whose truth lies within ``mean +- k std`` (the interval's coverage).
+
+    A cell is covered when ``|mean_i - truth_i| <= k std_i`` (closed interval, the same rule as the pipeline's
+    ``info["errors"]["coverage_2std"]``); a NaN in ``mean`` or ``std`` counts as not covered. Compare the three
+    fields in one parametrisation (all ``sigma`` or all ``log sigma``). For Gaussian marginals the nominal coverage
+    of ``k = 2`` is 0.954; much more means the std is too wide, much less too narrow.
+
+    Parameters
+    ----------
+    mean, std, truth : array_like (n_cells,)
+        Posterior mean, posterior std (non-negative or NaN) and the truth per cell.
+    areas : array_like (n_cells,), optional
+        Cell areas for the area-weighted share (default: all 1, then ``"area"`` equals ``"cells"``).
+    k : float
+        Half-width of the interval in stds (default 2).
+
+    Returns
+    -------
+    dict
+        ``{"cells": share of cells covered, "area": area-weighted share}``, both in ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        On empty arrays or arrays of different sizes, a negative std, non-positive areas or ``k``.
+
+    Examples
+    --------
+    Four cells; the truth lies inside the +-2 std interval of the first, on the edge of the second (covered), and
+    outside the third and fourth; the first cell has three times the area of each other one:
+
+    >>> c = coverage([0.0, 1.0, 0.0, 0.0], [1.0, 0.5, 0.1, 1.0], [1.5, 2.0, 0.5, -3.0], areas=[3.0, 1.0, 1.0, 1.0])
+    >>> c["cells"], c["area"]
+    (0.5, 0.6666666666666666)
+    >>> coverage([0.0, 0.0], [1.0, 1.0], [0.5, 1.5], k=1.0)["cells"]
+    0.5
+    """
+    m = np.asarray(mean, dtype=np.float64).reshape(-1)
+    s = np.asarray(std, dtype=np.float64).reshape(-1)
+    t = np.asarray(truth, dtype=np.float64).reshape(-1)
+    if not (m.shape == s.shape == t.shape):
+        raise ValueError(f"mean, std and truth differ in shape: {m.shape}, {s.shape}, {t.shape}")
+    if t.size == 0:
+        raise ValueError("coverage of no cells is undefined")
+    if np.any(s < 0):
+        raise ValueError("std must be non-negative")
+    if not (np.isfinite(k) and k > 0):
+        raise ValueError(f"k must be a positive number, got {k!r}")
+    a = _weights(areas, t.shape[0])
+    with np.errstate(invalid="ignore"):
+        inside = np.abs(m - t) <= k * s  # NaN compares False: not covered
+    return {"cells": float(np.mean(inside)), "area": float((a * inside).sum() / a.sum())}
