@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import header, markdown_table, write_section  # noqa: E402
+from deblur_scaling import run_deblur  # noqa: E402
 
-SCRIPT = Path(sys.executable).with_name("invprob")
 PSF_SIGMAS = (2.0, 1.2, 1.2)  # (z, y, x) voxels
 NOISE = 0.01
 
@@ -87,17 +84,7 @@ def make_inputs(folder: Path, shape: tuple[int, int, int]) -> tuple[Path, Path, 
 def run_one(paths: tuple[Path, Path, Path], out: Path, device: str, extra: list[str]) -> dict:
     """One ``invprob deblur`` run: wall time, peak RSS of the child, and its summary."""
     stack, truth, psf = paths
-    cmd = [str(SCRIPT), "deblur", str(stack), "--psf", str(psf), "--truth", str(truth), "--out", str(out),
-           "--quiet", "--device", device, *extra]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {err.strip()[-500:]}")
-    summary = json.loads((out / "summary.json").read_text())
-    return {"wall": wall, "rss_gb": usage.ru_maxrss / 2**20, "summary": summary}
+    return run_deblur([str(stack), "--psf", str(psf), "--truth", str(truth), *extra], out, device)
 
 
 def row(shape: tuple[int, int, int], device: str, res: dict) -> dict:

@@ -56,8 +56,13 @@ def make_input(folder: Path, n: int) -> Path:
 
 def run_one(path: Path, out: Path, device: str, extra: list[str]) -> dict:
     """One default ``invprob deblur`` run: wall time, peak RSS of the child, and its summary."""
-    cmd = [str(SCRIPT), "deblur", str(path), "--psf", "gaussian:1.5", "--noise-std", "0.01", "--out", str(out),
-           "--quiet", "--device", device, *extra]
+    return run_deblur([str(path), "--psf", "gaussian:1.5", "--noise-std", "0.01", *extra], out, device)
+
+
+def run_deblur(args: list[str], out: Path, device: str) -> dict:
+    """``invprob deblur ARGS --out OUT --quiet --device DEVICE`` in a child process: wall time, the child's peak RSS
+    and system time (``wait4``), and its summary.json (also used by ``deblur3d.py``)."""
+    cmd = [str(SCRIPT), "deblur", *args, "--out", str(out), "--quiet", "--device", device]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
