@@ -93,7 +93,8 @@ def test_eit_calibration_data_ships_as_package_data():
 
     raw = json.loads(resources.files("invprob.data.calibration").joinpath("eit.json").read_text("utf-8"))
     assert raw["problem"] == "eit"
-    assert calibration_entries("eit") == [{"key": dict(sorted(e["key"].items())), "where": e["where"]}
+    assert calibration_entries("eit") == [{"key": dict(sorted(e["key"].items())),
+                                           "verdict": e.get("verdict", "measured"), "where": e["where"]}
                                           for e in raw["entries"]]
     assert calibration_status("deblur", method="pbrwp", prior="tv", boundary="free") == "unmeasured"  # no table
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())

@@ -48,6 +48,7 @@ examples:
   invprob eit reconstruct sim/data.npz --prior tv --out rec_tv        # TV prior: MAP + PBRWP (auto)
   invprob eit reconstruct datamat_1_1.mat --reference datamat_1_0.mat --out kit4_11
   invprob eit reconstruct datamat_1_1.mat --difference datamat_1_0.mat --out kit4_11_diff
+  invprob eit reconstruct datamat_1_1.mat --difference datamat_1_0.mat --method learned --out kit4_11_learned
   invprob eit reconstruct volts.csv --currents cur.csv --measurements meas.csv --radius 0.15 --out rec_csv
 
 inputs: KIT4 datamat_*.mat (radius 14 cm, electrode 1 at the top, clockwise), KTC2023 .mat (give the geometry),
@@ -143,9 +144,12 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--method",
         default="auto",
-        choices=("auto", "gn", "lbfgs", "pbrwp", "mla"),
+        choices=("auto", "gn", "lbfgs", "pbrwp", "mla", "mala", "learned"),
         help="auto: gn for the Gaussian prior (Laplace is exact in difference mode, calibrated in absolute mode), "
-             "pbrwp for tv/l1; gn/lbfgs: MAP + Laplace std; pbrwp/mla: MAP + sampler (40 particles)",
+             "pbrwp for tv/l1; gn/lbfgs: MAP + Laplace std; pbrwp/mla: MAP + sampler (40 particles); mala: "
+             "Metropolis-adjusted chains on the posterior itself, self-checked (the TV/L1 posterior's own std); "
+             "learned: the "
+             "shipped KIT4 model (sparse RWPO transformer; KIT4 files with --difference only; map = mean)",
     )
     p.add_argument("--prior", default="gaussian", choices=("gaussian", "tv", "l1"), help="prior on log-conductivity")
     p.add_argument("--weight", type=float, default=None, help="prior weight (default 10)")
@@ -465,6 +469,8 @@ def _noise_std(args) -> float | None:
 def _check_reconstruct(args) -> None:
     if args.difference and args.reference and Path(args.difference) != Path(args.reference):
         raise CLIError("--difference REF and --reference REF2 disagree; give one")
+    if args.method == "learned" and not args.difference:
+        raise CLIError("--method learned is difference imaging: give --difference REF (the empty-tank frame)")
     for name in ("weight", "length_scale", "h"):
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.particles < 2:

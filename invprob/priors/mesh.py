@@ -291,9 +291,16 @@ class MeshTV(Prior):
         ``weight D^T diag(l_e eps^2 / (g_e^2 + eps^2)^(3/2)) D``; ``kind="primal-dual"``: the matrix of the
         primal-dual Newton method (Chan, Golub & Mulet 1999) with the dual variable ``dual`` (one per edge, see
         :meth:`dual_variable`), ``weight D^T diag(l_e (1 - w_e g_e / n_e) / n_e) D``, ``n_e = sqrt(g_e^2 + eps^2)``
-        (the exact Hessian when ``w = g / n``). The pull adds ``nugget diag(w)``.
+        (the exact Hessian when ``w = g / n``); ``kind="moment"``: ``x`` is a batch of samples ``(B, n)`` and the
+        weights are the majorizer's at their rms jumps, ``l_e / sqrt(mean_b g_e^2 + eps^2)`` (a Gaussian metric of
+        the TV posterior's typical scale, for reference chains). The pull adds ``nugget diag(w)``.
         """
         xb, _ = _as_batch("x", x, self.graph.n_cells)
+        if kind == "moment":  # x: samples (B, n); the majorizer at their rms jumps
+            g2 = self.graph.diff(xb.double()).pow(2).mean(0)
+            H = self.weight * self.graph.laplacian_dense(
+                self.graph._t("lengths", g2[None]) / (g2 + self.eps**2).sqrt(), dtype=torch.float64, device=x.device)
+            return H + torch.diag(self.nugget * self.pull_weights.to(H)) if self.nugget else H
         if xb.shape[0] != 1:
             raise ValueError("hessian takes one field (n_cells,)")
         g = self.graph.diff(xb.double())[0]
@@ -306,7 +313,7 @@ class MeshTV(Prior):
         elif kind == "primal-dual":
             w = ell * _pd_curvature(g, self.eps, dual)
         else:
-            raise ValueError(f"kind must be 'majorizer', 'exact' or 'primal-dual', got {kind!r}")
+            raise ValueError(f"kind must be 'majorizer', 'exact', 'primal-dual' or 'moment', got {kind!r}")
         H = self.weight * self.graph.laplacian_dense(w, dtype=torch.float64, device=x.device)
         if self.nugget:
             H = H + torch.diag(self.nugget * self.pull_weights.to(H))
@@ -441,11 +448,15 @@ class MeshL1(Prior):
 
         ``kind="majorizer"``: ``weight a_i / sqrt(d_i^2 + eps^2)`` (lagged diffusivity); ``kind="exact"``:
         ``weight a_i eps^2 / (d_i^2 + eps^2)^(3/2)``; ``kind="primal-dual"``: ``weight a_i (1 - w_i d_i / n_i) / n_i``
-        with the dual variable ``dual`` (one per cell, see :meth:`dual_variable`), ``n_i = sqrt(d_i^2 + eps^2)``.
+        with the dual variable ``dual`` (one per cell, see :meth:`dual_variable`), ``n_i = sqrt(d_i^2 + eps^2)``;
+        ``kind="moment"``: ``x`` is a batch of samples ``(B, n)``, weights ``weight a_i / sqrt(mean_b d_i^2 + eps^2)``.
         """
-        if kind not in ("majorizer", "exact", "primal-dual"):
-            raise ValueError(f"kind must be 'majorizer', 'exact' or 'primal-dual', got {kind!r}")
+        if kind not in ("majorizer", "exact", "primal-dual", "moment"):
+            raise ValueError(f"kind must be 'majorizer', 'exact', 'primal-dual' or 'moment', got {kind!r}")
         xb, _ = _as_batch("x", x, self.graph.n_cells)
+        if kind == "moment":  # x: samples (B, n); the majorizer at their rms deviations
+            d2 = _shift(xb.double(), self.background).pow(2).mean(0)
+            return torch.diag(self.weight * self._a(d2).expand_as(d2) / (d2 + self.eps**2).sqrt())
         if xb.shape[0] != 1:
             raise ValueError("hessian takes one field (n_cells,)")
         d = _shift(xb.reshape(-1).double(), self.background)

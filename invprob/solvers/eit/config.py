@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["METHODS", "PRIORS", "STD_ESTIMATORS", "EITReconResult", "ReconConfig", "lognormal_moments",
            "relative_errors"]
 
-METHODS = ("auto", "gn", "lbfgs", "pbrwp", "mla")
+METHODS = ("auto", "gn", "lbfgs", "pbrwp", "mla", "mala", "learned")
 PRIORS = ("gaussian", "tv", "l1")
 STD_ESTIMATORS = ("laplace", "sampler")
 
@@ -21,8 +21,10 @@ STD_ESTIMATORS = ("laplace", "sampler")
 class ReconConfig:
     """Options of :func:`reconstruct` (lengths relative to the domain radius where noted).
 
-    method : "auto" | "gn" | "lbfgs" | "pbrwp" | "mla"
-        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler; every method but lbfgs computes the MAP by
+    method : "auto" | "gn" | "lbfgs" | "pbrwp" | "mla" | "mala"
+        MAP only (gn, lbfgs: mean = Laplace mean) or MAP + sampler (``"mala"``: Metropolis-adjusted chains of
+        :func:`~invprob.solvers.eit.reference.reference_chains` on the posterior itself, whose mean and std are
+        published with the verdict of their own convergence diagnostics); every method but lbfgs computes the MAP by
         Gauss-Newton for the Gaussian and L1 priors and by primal-dual Newton for the TV prior. ``"auto"``
         (default) spends time only where it changes the answer (:attr:`resolved_method`): Gauss-Newton MAP +
         Laplace for the Gaussian prior when the Laplace std is published (exact for the linearised difference
@@ -43,6 +45,8 @@ class ReconConfig:
     n_particles, n_iter, T, c, kernel_n_iter, kernel_step, mla_step : sampler settings (PBRWP: particles, iterations,
         kernel time, preconditioner shift, and the kernel-langevin chains' length and step fraction; MLA runs
         ``n_iter + kernel_n_iter`` steps of size ``mla_step / L``)
+    mala_chains, mala_iter, mala_burn_in : ``method="mala"``: chains (two independent groups), kept iterations and
+        burn-in per chain
     std_estimator : "laplace" | "sampler"
         Which std is published as ``std`` (the other one is kept as ``std_laplace``/``std_sampler``).
     map_max_iter : int
@@ -67,6 +71,9 @@ class ReconConfig:
     kernel_n_iter: int = 150
     kernel_step: float = 0.2
     mla_step: float = 0.05
+    mala_chains: int = 16
+    mala_iter: int = 3000
+    mala_burn_in: int = 1000
     std_estimator: str = "laplace"
     map_max_iter: int = 20
     fit_contact: bool = True
@@ -90,10 +97,13 @@ class ReconConfig:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.model_error is not None and not (math.isfinite(self.model_error) and self.model_error >= 0):
             raise ValueError(f"model_error must be a non-negative number, got {self.model_error!r}")
-        for name, lo in (("n_particles", 2), ("n_iter", 2), ("kernel_n_iter", 2), ("map_max_iter", 1)):
+        for name, lo in (("n_particles", 2), ("n_iter", 2), ("kernel_n_iter", 2), ("map_max_iter", 1),
+                         ("mala_chains", 4), ("mala_iter", 10), ("mala_burn_in", 0)):
             v = getattr(self, name)
             if int(v) != v or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.mala_chains % 2:
+            raise ValueError(f"mala_chains must be even (two independent groups), got {self.mala_chains!r}")
 
     @property
     def resolved_method(self) -> str:

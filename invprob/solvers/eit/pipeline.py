@@ -69,25 +69,52 @@ def check_inputs(data, mesh, config: ReconConfig, *, reference=None, truth=None)
         raise ValueError(f"truth must have {mesh.n_cells} values (one per cell of the inversion mesh)")
 
 
-def uncertainty_record(config: ReconConfig, use_sampler: bool, theta_std: np.ndarray) -> dict[str, Any]:
-    """``info["uncertainty"]``: which std is published, how it was computed and its calibration status (read from
-    the package's calibration data, :func:`invprob.calibration.calibration_status`)."""
+def uncertainty_record(config: ReconConfig, use_sampler: bool, theta_std: np.ndarray,
+                       sampler_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``info["uncertainty"]``: which std is published, how it was computed and its calibration status.
+
+    The status is the verdict of the chains' own diagnostics for ``method="mala"``
+    (:func:`~invprob.solvers.eit.stages.mala_verdict`), else what the package's calibration data say about this
+    configuration (:func:`invprob.calibration.calibration_status`: ``"measured: ..."``, ``"miscalibrated: ..."``
+    with the measured figures, or ``"unmeasured"``).
+    """
     from invprob.calibration import calibration_status
 
-    if use_sampler:
-        description = (f"{config.method} std (PBRWP: kernel-langevin moments of the regularized density, or the "
-                       "collapsed particles' spread after a fallback, see sampler.fallback; MLA: pooled chains)")
+    mode = "difference" if config.difference else "absolute"
+    if use_sampler and config.method == "mala":
+        description = ("mala std: Metropolis-adjusted preconditioned Langevin chains on the posterior itself (two "
+                       "independent groups; see sampler.diagnostics)")
+        status = (sampler_info or {}).get("calibration_status", "not converged: no diagnostics recorded")
     else:
-        description = ("Laplace / linearised Gaussian at the MAP: diag((J^T S^-2 J + H_prior)^-1), dense Cholesky; "
-                       "exact for the linearised model with the Gaussian prior")
+        if use_sampler:
+            description = (f"{config.method} std (PBRWP: kernel-langevin moments of the regularized density, or the "
+                           "collapsed particles' spread after a fallback, see sampler.fallback; MLA: pooled chains)")
+        else:
+            description = ("Laplace / linearised Gaussian at the MAP: diag((J^T S^-2 J + H_prior)^-1), dense "
+                           "Cholesky; exact for the linearised model with the Gaussian prior")
+        status = calibration_status("eit", prior=config.prior, std="sampler" if use_sampler else "laplace",
+                                    mode=mode)
     return {
         "estimator": "sampler" if use_sampler else "laplace",
         "description": description,
         "theta_std_median": float(np.median(theta_std)),
-        "calibration_status": calibration_status("eit", prior=config.prior,
-                                                 std="sampler" if use_sampler else "laplace"),
+        "calibration_status": status,
         "conductivity_transform": "log-normal marginals: mean = exp(m + s^2/2), std = mean sqrt(exp(s^2) - 1)",
     }
+
+
+def _status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool) -> str | None:
+    """A plain-words warning when the published std is not known to be the posterior's, else None."""
+    status = unc["calibration_status"]
+    what = f"the published std ({'sampler' if use_sampler else 'Laplace'}, {config.prior} prior)"
+    if status == "unmeasured":
+        return (f"warning: {what} has not been calibrated against a reference posterior; treat it as indicative "
+                "(method='mala' samples the posterior itself and checks its own convergence)")
+    if status.startswith("miscalibrated"):
+        return f"warning: {what} is not the posterior's std: {status.split(':', 1)[1].strip()}"
+    if status.startswith("not converged"):
+        return f"warning: {what}: {status}"
+    return None
 
 
 def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, noise, info, truth, theta_bg, say,
@@ -95,12 +122,12 @@ def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, n
     """Conductivity outputs, the misfit/uncertainty records and the truth errors: the result object."""
     tmap = res_map.x[0].numpy().copy()
     mean_theta = tmap.copy() if smp is None else smp.mean
-    use_sampler = config.std_estimator == "sampler" and smp is not None
+    use_sampler = smp is not None and (config.std_estimator == "sampler" or config.method == "mala")
     theta_std = smp.std if use_sampler else std_lap
-    unc = uncertainty_record(config, use_sampler, theta_std)
-    if unc["calibration_status"] == "unmeasured":
-        say(f"warning: the published std ({'sampler' if use_sampler else 'Laplace'}, {config.prior} prior) has not "
-            "been calibrated against a reference posterior; treat it as indicative")
+    unc = uncertainty_record(config, use_sampler, theta_std, None if smp is None else smp.info)
+    warning = _status_warning(unc, config, use_sampler)
+    if warning:
+        say(warning)
     map_c = np.exp(tmap)
     mean_c, std_c = lognormal_moments(mean_theta, theta_std)
     _, std_lap_c = lognormal_moments(mean_theta, std_lap)
@@ -176,6 +203,13 @@ def reconstruct(
     """
     from invprob.priors.mesh import MeshGraph
 
+    if config is not None and config.method == "learned":  # the shipped KIT4 model (difference imaging only)
+        from invprob.solvers.learned.kit4 import reconstruct_learned
+
+        if not config.difference:
+            raise ValueError("method 'learned' is difference imaging only: set difference=True and give a reference "
+                             "frame (or call invprob.solvers.learned.kit4.reconstruct_learned(data, reference))")
+        return reconstruct_learned(data, reference, mesh=mesh, seed=config.seed, background=background, log=log)
     config = ReconConfig() if config is None else config
     requested, reason = config.method, config.method_reason
     config = replace(config, method=config.resolved_method)  # "auto" decided once, before anything runs
@@ -229,7 +263,7 @@ def reconstruct(
         std_lap = np.full(mesh.n_cells, np.nan)
         info["interrupted"] = f"interrupted ({exc or 'Ctrl-C'}) during the Laplace std: the MAP is complete, std is NaN"
     timings["laplace_s"] = time.perf_counter() - t0
-    if config.method in ("pbrwp", "mla") and info["interrupted"] is None:
+    if config.method in ("pbrwp", "mla", "mala") and info["interrupted"] is None:
         try:
             smp = sample_posterior(post, res_map.x, config, std_laplace=std_lap, progress=progress, device=device,
                                    say=say)
@@ -238,7 +272,9 @@ def reconstruct(
                                    "std are complete, the mean is the MAP")
     if smp is not None:
         timings.update(preconditioner_s=smp.preconditioner_s, sampler_s=smp.sampler_s)
-        say(f"{smp.sampler_name}: {smp.n_iter} iterations x {config.n_particles} particles, {smp.sampler_s:.1f} s; "
+        kind = "chains" if config.method == "mala" else "particles"
+        walkers = f"{smp.info.get('n_chains', config.n_particles)} {kind}"
+        say(f"{smp.sampler_name}: {smp.n_iter} iterations x {walkers}, {smp.sampler_s:.1f} s; "
             f"sampler std / Laplace std median {smp.info['std_ratio_to_laplace']['median']:.3f}")
     return _outputs(mesh, post, config, res_map, std_lap, smp, noise, info, truth, theta_bg, say,
                     timings={**timings, "t_start": t_start})

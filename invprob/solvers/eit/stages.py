@@ -32,6 +32,7 @@ from invprob.solvers.eit.map import gauss_newton, lbfgs_map, primal_dual_newton
 from invprob.tuning.reciprocity import estimate_noise_reciprocity
 
 __all__ = [
+    "MALA_RULES",
     "PD_ITER_FACTOR",
     "BackgroundFit",
     "NoiseModel",
@@ -41,6 +42,7 @@ __all__ = [
     "check_background",
     "estimate_noise",
     "fit_background",
+    "mala_verdict",
     "map_background_check",
     "run_map",
     "sample_posterior",
@@ -309,6 +311,8 @@ def sample_posterior(post: EITPosterior, theta_map: torch.Tensor, config: ReconC
     from invprob.solvers.samplers import MLA
 
     say = say or (lambda msg: None)
+    if config.method == "mala":
+        return _mala(post, theta_map, config, std_laplace=std_laplace, progress=progress)
     t0 = time.perf_counter()
     M = jacobian_preconditioner(post, theta_map, kind="posterior", c=config.c)
     L = max(preconditioned_lipschitz(post, theta_map, M), 0.5)
@@ -333,12 +337,74 @@ def sample_posterior(post: EITPosterior, theta_map: torch.Tensor, config: ReconC
         fallback = f"kernel-langevin diverged ({exc}); particles' spread reported instead"
         say(f"warning: {fallback}")
         smp = _pbrwp(config, M, L, "particles")
-        res = smp.run(post, **run_kw)
+        try:
+            res = smp.run(post, **run_kw)
+        except (ValueError, FloatingPointError) as exc2:  # the particles diverged too: keep the MAP and Laplace
+            fallback = (f"kernel-langevin diverged ({exc}), and so did the particles ({exc2}); the mean is the MAP "
+                        "and the sampler's std is the Laplace std")
+            say(f"warning: {fallback}")
+            return SamplingResult(theta_map.reshape(-1).double().cpu().numpy().copy(), np.asarray(std_laplace).copy(),
+                                  {"fallback": fallback, "std_ratio_to_laplace": {"median": 1.0, "p10": 1.0,
+                                                                                  "p90": 1.0}},
+                                  smp.name, 0, t_pre, time.perf_counter() - t0)
     t_smp = time.perf_counter() - t0
     mean = res.mean.reshape(-1).double().cpu().numpy()
     std = res.std.reshape(-1).double().cpu().numpy()
     info = _sampler_info(res, L, fallback, std, std_laplace)
     return SamplingResult(mean, std, info, smp.name, n_iter, t_pre, t_smp)
+
+
+#: convergence rules of the ``"mala"`` chains (two independent groups): group std ratio, smoothed group corr, R-hat
+MALA_RULES = {"ratio_tol": 0.1, "corr_min": 0.9, "rhat_median_max": 1.05}
+
+
+def mala_verdict(ref, pairs) -> tuple[bool, str, dict[str, float]]:
+    """``(converged, calibration_status, figures)`` of reference chains from their own diagnostics.
+
+    Converged when the two independent groups' median std ratio is within 10 %, their smoothed std correlation
+    (:func:`~invprob.solvers.eit.reference.group_agreement`) is at least 0.9 and the median split-R-hat at most
+    1.05; otherwise the status names what did not converge, in plain words.
+    """
+    from invprob.solvers.eit.reference import group_agreement
+
+    g = group_agreement(ref.group_stds[0], ref.group_stds[1], pairs)
+    figs = {"group_std_ratio": g["median_ratio"], "group_std_corr": g["smoothed_corr"],
+            "rhat_median": float(np.median(ref.rhat)), "rhat_max": float(np.max(ref.rhat)),
+            "acceptance": ref.acceptance}
+    bad = []
+    if abs(figs["group_std_ratio"] - 1) > MALA_RULES["ratio_tol"]:
+        bad.append(f"the two chain groups' std levels differ by {100 * abs(figs['group_std_ratio'] - 1):.0f} %")
+    if figs["group_std_corr"] < MALA_RULES["corr_min"]:
+        bad.append(f"their std maps correlate only {figs['group_std_corr']:.2f}")
+    if figs["rhat_median"] > MALA_RULES["rhat_median_max"]:
+        bad.append(f"the median split-R-hat is {figs['rhat_median']:.3f}")
+    where = (f"Metropolis-adjusted chains, group std ratio {figs['group_std_ratio']:.3f}, smoothed corr "
+             f"{figs['group_std_corr']:.3f}, median R-hat {figs['rhat_median']:.3f}")
+    if bad:
+        return False, ("not converged: " + "; ".join(bad) + " (raise mala_iter / mala_chains); the std is not yet "
+                       "the posterior's (" + where + ")"), figs
+    return True, f"converged: {where}", figs
+
+
+def _mala(post: EITPosterior, theta_map: torch.Tensor, config: ReconConfig, *, std_laplace: np.ndarray,
+          progress: bool) -> SamplingResult:
+    """Metropolis-adjusted chains on the posterior itself (metric refitted in burn-in for non-quadratic priors)."""
+    from invprob.solvers.eit.reference import ReferenceConfig, moment_precision, reference_chains
+
+    t0 = time.perf_counter()
+    H = post.gauss_newton_hessian(theta_map, kind="majorizer")
+    update = None if getattr(post.prior, "is_quadratic", False) else moment_precision(post, theta_map)
+    rcfg = ReferenceConfig(n_chains=config.mala_chains, n_iter=config.mala_iter, burn_in=config.mala_burn_in)
+    t_pre = time.perf_counter() - t0
+    ref = reference_chains(post, theta_map, H, rcfg, metric_update=update, seed=int(config.seed), progress=progress)
+    converged, status, figs = mala_verdict(ref, post.prior.graph.pairs)
+    ratio = ref.std / np.asarray(std_laplace)
+    info = {"sampler": "mala", "iterations": config.mala_iter, "burn_in": config.mala_burn_in,
+            "n_chains": config.mala_chains, "step": ref.step, "wall_time_s": ref.info["wall_time_s"],
+            "fallback": None, "converged": converged, "calibration_status": status, "diagnostics": figs,
+            "std_ratio_to_laplace": {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),
+                                     "p90": float(np.quantile(ratio, 0.9))}}
+    return SamplingResult(ref.mean, ref.std, info, "mala", config.mala_iter, t_pre, time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -4,6 +4,7 @@ Not imported by ``import invprob``; import ``invprob.solvers.learned`` explicitl
 """
 
 from invprob.solvers.learned.attention import RWPOAttention, huber_envelope, pairwise_sq_dists, soft_threshold
+from invprob.solvers.learned.kit4 import KIT4Problem, LearnedKIT4Model, reconstruct_learned
 from invprob.solvers.learned.targets import (
     GaussianMixtureTarget,
     SparseLaplaceTarget,
@@ -18,6 +19,8 @@ from invprob.solvers.learned.transformer import FlowOutput, ResNetPotential, RWP
 __all__ = [
     "FlowOutput",
     "GaussianMixtureTarget",
+    "KIT4Problem",
+    "LearnedKIT4Model",
     "RWPOAttention",
     "RWPOConfig",
     "RWPOTransformer",
@@ -29,6 +32,7 @@ __all__ = [
     "knn_kl",
     "make_target",
     "pairwise_sq_dists",
+    "reconstruct_learned",
     "sliced_wasserstein",
     "soft_threshold",
 ]

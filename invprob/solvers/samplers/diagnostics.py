@@ -38,13 +38,14 @@ words). What these checks cannot see is said in :data:`BLIND_SPOT`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from invprob._checks import check_positive
 
-__all__ = ["BLIND_SPOT", "ChainBlocks", "ConvergenceDiagnostics", "DiagnosticsTargets", "coarse_view", "split_moments"]
+__all__ = ["BLIND_SPOT", "ChainBlocks", "ConvergenceDiagnostics", "DiagnosticsTargets", "coarse_view", "detail_view",
+           "split_moments"]
 
 #: What a convergence check of the chains cannot see (said in every status string).
 BLIND_SPOT = ("checks the Monte-Carlo convergence of the chains, not the bias of the sampled law (Langevin step, "
@@ -56,6 +57,13 @@ BLIND_SPOT = ("checks the Monte-Carlo convergence of the chains, not the bias of
 _QUANTILE_CAP = 1 << 24  # torch.quantile refuses larger inputs
 #: Event size (values) above which :class:`ChainBlocks` sums in float32 (bounded memory on large images).
 LARGE_EVENT = 1 << 20
+#: Event size above which the chains' callers pass a :func:`detail_view`: the full-resolution block sums are then
+#: pooled over the groups (they serve the published moments only) and the per-group sums that the diagnostics need
+#: are kept on a central window of at most :data:`DETAIL_VALUES` values of the published frame. At 2048 x 2048 this
+#: stores one event-sized sum per term and block instead of one per group (4x less) and runs the diagnostics'
+#: temporaries on 1/16 of the pixels.
+POOLED_EVENT = 1 << 21
+DETAIL_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,10 @@ class ChainBlocks:
         A coarse view of the states (e.g. :func:`coarse_view`: 8x8-pixel block means of the published frame),
         summed in its own :attr:`coarse_blocks` (plain moments) so that :func:`diagnose` also checks the slow,
         large-scale modes.
+    detail : callable or None
+        A central window of the published frame (:func:`detail_view`, large events only). With it the blocks store
+        full-resolution sums pooled over the groups (for the published moments) and :attr:`detail_blocks` the
+        per-group sums of the window (for the diagnostics), with the same block schedule.
     max_bytes : int
         Memory budget of the stored blocks. Events of more than :data:`LARGE_EVENT` values (images above about
         1024 x 1024) are summed in float32 (the sums are of states centred on ``center``, so float32 keeps about
@@ -180,16 +192,17 @@ class ChainBlocks:
 
     def __init__(self, n_chains: int, n_groups: int, block_len: int, center: torch.Tensor, *,
                  control_variates: bool = False, max_blocks: int = 16, discard_burn_in: bool = True,
-                 coarse=None, max_bytes: int = 1 << 30):
+                 coarse=None, detail=None, max_bytes: int = 1 << 30):
         if n_chains < 1 or n_groups < 1 or block_len < 1 or max_blocks < 8 or max_blocks % 2:
             raise ValueError("n_chains, n_groups, block_len must be >= 1 and max_blocks even and >= 8")
         self.n_groups = min(n_groups, n_chains)
-        self.gid = torch.arange(n_chains, device=center.device) % self.n_groups
-        self.group_size = torch.bincount(self.gid, minlength=self.n_groups).double()
+        stored_groups = 1 if detail is not None else self.n_groups  # pooled full-resolution sums with a detail
+        self.gid = torch.arange(n_chains, device=center.device) % stored_groups
+        self.group_size = torch.bincount(self.gid, minlength=stored_groups).double()
         self.n_sums = 5 if control_variates else 2
         numel = center[0].numel()
         self.dtype = torch.float32 if numel > LARGE_EVENT else torch.float64
-        per_block = self.n_sums * self.n_groups * numel * (4 if self.dtype == torch.float32 else 8)
+        per_block = self.n_sums * stored_groups * numel * (4 if self.dtype == torch.float32 else 8)
         fits = 2 * (int(max_bytes) // max(per_block, 1) // 2)
         self.block_len, self.max_blocks = int(block_len), max(8, min(int(max_blocks), fits))
         self.center = center.detach().to(self.dtype)
@@ -200,6 +213,10 @@ class ChainBlocks:
         self.coarse = coarse
         self.coarse_blocks = None if coarse is None else ChainBlocks(
             n_chains, n_groups, block_len, coarse(center), max_blocks=max_blocks, discard_burn_in=discard_burn_in)
+        self.detail = detail
+        self.detail_blocks = None if detail is None else ChainBlocks(
+            n_chains, n_groups, block_len, detail(center), control_variates=control_variates,
+            max_blocks=self.max_blocks, discard_burn_in=discard_burn_in, max_bytes=1 << 62)
 
     @property
     def iterations(self) -> int:
@@ -215,6 +232,8 @@ class ChainBlocks:
         """Add one iteration's states ``z`` (``(n_chains, *event)``) and, with control variates, ``g``."""
         if self.coarse_blocks is not None:
             self.coarse_blocks.update(self.coarse(z.detach()))
+        if self.detail_blocks is not None:
+            self.detail_blocks.update(self.detail(z.detach()), None if g is None else self.detail(g.detach()))
         zc = z.detach().to(self.dtype) - self.center
         terms = [zc, zc * zc]
         if self.n_sums == 5:
@@ -223,7 +242,7 @@ class ChainBlocks:
             gd = g.detach().to(self.dtype)
             terms += [gd, gd * gd, zc * gd]
         if self._open is None:
-            self._open = torch.zeros((self.n_sums, self.n_groups, *zc.shape[1:]), dtype=self.dtype,
+            self._open = torch.zeros((self.n_sums, self.group_size.shape[0], *zc.shape[1:]), dtype=self.dtype,
                                      device=zc.device)
         for k, v in enumerate(terms):
             self._open[k].index_add_(0, self.gid, v)
@@ -243,8 +262,9 @@ class ChainBlocks:
         if self._open is not None and self._open_iters >= self.block_len:
             self.blocks.append((self._open_iters, self._open))
             self._open, self._open_iters = None, 0
-        if self.coarse_blocks is not None:
-            self.coarse_blocks.shorten(block_len)
+        for sub in (self.coarse_blocks, self.detail_blocks):
+            if sub is not None:
+                sub.shorten(block_len)
 
     def _merge(self) -> None:
         self.blocks = [(n1 + n2, s1 + s2) for (n1, s1), (n2, s2) in zip(self.blocks[0::2], self.blocks[1::2],
@@ -334,10 +354,31 @@ def coarse_view(published, event_shape: tuple[int, ...], factor: int = COARSE_FA
     return view
 
 
+def detail_view(published, event_shape: tuple[int, ...], *, max_values: int = DETAIL_VALUES):
+    """``z -> central window of published(z)`` of at most ``max_values`` values (whole leading axes, a central
+    square of the last two), for events of more than :data:`POOLED_EVENT` values; None for smaller events or
+    events with fewer than two spatial axes (they keep per-group sums of the whole state)."""
+    if len(event_shape) < 3 or math.prod(event_shape) <= POOLED_EVENT:
+        return None
+    probe = published(torch.zeros((1, *event_shape)))
+    lead, (H, W) = math.prod(probe.shape[1:-2]), probe.shape[-2:]
+    side = max(16, math.isqrt(max_values // max(lead, 1)))
+    h, w = min(H, side), min(W, side)
+    i, j = (H - h) // 2, (W - w) // 2
+
+    def view(z: torch.Tensor) -> torch.Tensor:
+        return published(z)[..., i:i + h, j:j + w]
+
+    return view
+
+
 def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torch.Tensor | None = None, *,
              view=None):
     """``(mean, var, coef, ConvergenceDiagnostics)`` of a :class:`ChainBlocks` kept window. ``view`` (e.g. a
-    potential's ``published``) picks the part of the state the figures are measured on; mean and var are whole."""
+    potential's ``published``) picks the part of the state the figures are measured on; mean and var are whole.
+    Blocks with a :func:`detail_view` measure the figures on their window (``view`` is then already applied)."""
+    if blocks.detail_blocks is not None:
+        return _diagnose_pooled(blocks, targets, p_over_beta)
     sums, counts, n_kept, n_burn = blocks.split_sums()
     m, v, a = split_moments(sums, counts, p_over_beta)
     mean_all, var_all = pooled(m, v, counts)
@@ -365,17 +406,41 @@ def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torc
                "ess_q01": q(ess, 0.01), "std_mcse": q(std_mcse, 0.5) / _chi_median(n_groups - 1),
                "mean_mcse": q(mean_mcse, 0.5),
                "drift": q(drift, 0.5), "trend": q(_mean_trend(m), 0.5)}
-    failed = _failures(figures, targets)
-    coarse = None
-    if blocks.coarse_blocks is not None and blocks.coarse_blocks.ready():
-        coarse = diagnose(blocks.coarse_blocks, targets)[3]
-        coarse_failed = _failures({k: getattr(coarse, k) for k in figures}, targets, COARSE_CHECKS)
-        failed += tuple(f"at the {COARSE_FACTOR}x{COARSE_FACTOR}-pixel scale, {f}" for f in coarse_failed)
-        coarse = {k: getattr(coarse, k) for k in ("std_mcse", "rhat_q99", "drift", "trend", "ess_q01")}
     diag = ConvergenceDiagnostics(n_groups=n_splits // 2, n_splits=n_splits, kept_iterations=n_kept,
-                                  burn_in_iterations=n_burn, failed=failed, targets=targets, coarse=coarse,
+                                  burn_in_iterations=n_burn, failed=_failures(figures, targets), targets=targets,
                                   **figures)
-    return mean_all + blocks.center[0], var_all, a, diag
+    return mean_all + blocks.center[0], var_all, a, _with_coarse(blocks, targets, diag)
+
+
+_FIGURES = ("mean_error", "pattern_corr", "rhat_median", "rhat_q99", "ess_median", "ess_q01", "std_mcse",
+            "mean_mcse", "drift", "trend")
+
+
+def _with_coarse(blocks: ChainBlocks, targets: DiagnosticsTargets, diag: ConvergenceDiagnostics):
+    """``diag`` with the checks of the coarse view (:data:`COARSE_CHECKS`) added, when the blocks have one."""
+    if blocks.coarse_blocks is None or not blocks.coarse_blocks.ready():
+        return diag
+    coarse = diagnose(blocks.coarse_blocks, targets)[3]
+    coarse_failed = _failures({k: getattr(coarse, k) for k in _FIGURES}, targets, COARSE_CHECKS)
+    failed = diag.failed + tuple(f"at the {COARSE_FACTOR}x{COARSE_FACTOR}-pixel scale, {f}" for f in coarse_failed)
+    return replace(diag, failed=failed,
+                   coarse={k: getattr(coarse, k) for k in ("std_mcse", "rhat_q99", "drift", "trend", "ess_q01")})
+
+
+def _diagnose_pooled(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta):
+    """:func:`diagnose` of blocks with a detail window: the figures from the window's per-group sums, the
+    published moments from the pooled full-resolution sums (control-variate coefficient pooled as before; the two
+    halves of the kept window are its splits)."""
+    p_detail = p_over_beta
+    if torch.is_tensor(p_over_beta) and p_over_beta.ndim:
+        p_detail = blocks.detail(p_over_beta[None])[0]
+    fine = diagnose(blocks.detail_blocks, targets, p_detail)[3]
+    sums, counts, n_kept, n_burn = blocks.split_sums()
+    m, v, a = split_moments(sums, counts, p_over_beta)
+    mean_all, var_all = pooled(m, v, counts)
+    if (n_kept, n_burn) != (fine.kept_iterations, fine.burn_in_iterations):
+        raise RuntimeError("detail and full-resolution blocks out of step")  # same schedule by construction
+    return mean_all + blocks.center[0], var_all, a, _with_coarse(blocks, targets, fine)
 
 
 def _floor(t: torch.Tensor) -> torch.Tensor:

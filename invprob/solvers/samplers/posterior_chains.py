@@ -32,7 +32,14 @@ import torch
 
 from invprob._checks import check_int, check_positive
 from invprob.solvers.samplers.base import randn_like
-from invprob.solvers.samplers.diagnostics import BLIND_SPOT, ChainBlocks, DiagnosticsTargets, coarse_view, diagnose
+from invprob.solvers.samplers.diagnostics import (
+    BLIND_SPOT,
+    ChainBlocks,
+    DiagnosticsTargets,
+    coarse_view,
+    detail_view,
+    diagnose,
+)
 from invprob.solvers.samplers.estimators import EstimatorOutput, UncertaintyEstimator
 
 __all__ = ["ChainMoments", "PosteriorLangevin", "PosteriorLangevinConfig", "SKRock"]
@@ -147,7 +154,8 @@ class PosteriorLangevin(UncertaintyEstimator):
             z = z + (cfg.overdispersion / math.sqrt(beta)) * precond.sqrt_apply(randn_like(z, gen))
         blocks = ChainBlocks(z.shape[0], cfg.n_groups, self._block_len(), x.mean(0, keepdim=True),
                              control_variates=p_over_beta is not None,
-                             coarse=coarse_view(target.published, tuple(x.shape[1:])))
+                             coarse=coarse_view(target.published, tuple(x.shape[1:])),
+                             detail=detail_view(target.published, tuple(x.shape[1:])))
         run = _ChainRun(target, precond, eta, noise, gen, blocks, scheme)
         stop = run.go(z, cfg, p_over_beta, self.progress, state.keep_samples)
         if not blocks.ready():

@@ -46,6 +46,9 @@ __all__ = [
     "posterior_preconditioner",
 ]
 
+#: Values per batch item above which the Fourier preconditioner transforms the batch one item at a time.
+FFT_CHUNK_ABOVE = 1 << 20
+
 
 class Preconditioner:
     """Base class: ``M`` and ``M^{-1}`` on batches ``(B, *event_shape)``."""
@@ -214,9 +217,17 @@ class FourierPreconditioner(Preconditioner):
         return self._cache[key]
 
     def _mul(self, v, power):
+        # large images: one batch item at a time into one output (the complex spectra of the whole batch were the
+        # peak memory of the 2048^2 chains); the spectrum is scaled in place
+        if v.ndim > len(self.shape) and v.shape[0] > 1 and v[0].numel() > FFT_CHUNK_ABOVE:
+            out = torch.empty_like(v)
+            for i in range(v.shape[0]):
+                out[i] = self._mul(v[i:i + 1], power)[0]
+            return out
         if len(self.shape) == 2:
-            return torch.fft.irfft2(torch.fft.rfft2(v) * self._sym(power, v), s=self.shape)
-        return torch.fft.irfftn(torch.fft.rfftn(v, dim=self.dims) * self._sym(power, v), s=self.shape, dim=self.dims)
+            return torch.fft.irfft2(torch.fft.rfft2(v).mul_(self._sym(power, v)), s=self.shape)
+        return torch.fft.irfftn(torch.fft.rfftn(v, dim=self.dims).mul_(self._sym(power, v)), s=self.shape,
+                                dim=self.dims)
 
     def apply(self, v):
         return self._mul(v, -1.0)
