@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from taylor import randn, taylor_ratios
 
 pytest.importorskip("invprob.operators.eit", reason="needs DOLFINx")
