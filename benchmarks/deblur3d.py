@@ -137,8 +137,10 @@ self-checking posterior chains with the 60 s time limit). PSF: 3-D Gaussian, sig
 read from a TIFF stack; data blurred circularly with noise 0.01 (the free boundary assumes nothing outside the
 stack). Particles of more than 2^19 voxels are evaluated one at a time (`particle_chunk`), which bounds the
 gradients' temporaries by a few copies of the extended volume (44 x 270 x 270 voxels at 256 x 256 x 32). The
-self-checking chains' stored diagnostics blocks are a separate, larger term: at least 8 blocks of 5 sums x 4 chain
-groups x the extended volume (float32 above 2^20 voxels, about 256 MB a block at 256 x 256 x 32). Peak RSS includes
+self-checking chains' stored diagnostics blocks are a separate term: above 2^21 voxels their full-resolution sums
+are pooled over the chain groups (5 float32 sums x the extended volume, about 64 MB a block, at least 8
+blocks) and the per-group sums and diagnostics run on a central window (`detail_view`); before that change the
+same stack peaked at 4.75 GB. Peak RSS includes
 about 0.7 GB for importing torch's CUDA build.
 """
 
