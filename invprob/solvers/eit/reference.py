@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invprob._checks import check_positive
+from invprob._checks import check_int, check_positive
 
 __all__ = ["ReferenceConfig", "ReferenceResult", "group_agreement", "moment_precision", "reference_chains",
            "smooth_on_graph"]
@@ -80,9 +80,7 @@ class ReferenceConfig:
     def __post_init__(self):
         for name, lo in (("n_chains", 2), ("n_groups", 2), ("n_iter", 10), ("burn_in", 0), ("thin", 1),
                          ("metric_updates", 0)):
-            v = getattr(self, name)
-            if int(v) != v or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+            check_int(name, getattr(self, name), minimum=lo)
         if self.n_chains % self.n_groups:
             raise ValueError(f"n_chains ({self.n_chains}) must be a multiple of n_groups ({self.n_groups})")
         check_positive("step", self.step)

@@ -293,10 +293,15 @@ def _sampler_info(res, L: float, fallback: str | None, std: np.ndarray, std_lapl
     info["fallback"] = fallback
     info["final_particles_std"] = res.info.get("final_particles_std")
     info["particle_std_median"] = float(np.median(res.info["particle_std"].reshape(-1).numpy()))
-    ratio = std / std_laplace
-    info["std_ratio_to_laplace"] = {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),
-                                    "p90": float(np.quantile(ratio, 0.9))}
+    info["std_ratio_to_laplace"] = _ratio_summary(std, std_laplace)
     return info
+
+
+def _ratio_summary(std: np.ndarray, std_laplace: np.ndarray) -> dict[str, float]:
+    """Median, 10th and 90th percentile of ``std / std_laplace`` over the cells (the sampler record's figure)."""
+    ratio = np.asarray(std) / np.asarray(std_laplace)
+    return {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),
+            "p90": float(np.quantile(ratio, 0.9))}
 
 
 def sample_posterior(post: EITPosterior, theta_map: torch.Tensor, config: ReconConfig, *, std_laplace: np.ndarray,
@@ -343,9 +348,9 @@ def sample_posterior(post: EITPosterior, theta_map: torch.Tensor, config: ReconC
             fallback = (f"kernel-langevin diverged ({exc}), and so did the particles ({exc2}); the mean is the MAP "
                         "and the sampler's std is the Laplace std")
             say(f"warning: {fallback}")
-            return SamplingResult(theta_map.reshape(-1).double().cpu().numpy().copy(), np.asarray(std_laplace).copy(),
-                                  {"fallback": fallback, "std_ratio_to_laplace": {"median": 1.0, "p10": 1.0,
-                                                                                  "p90": 1.0}},
+            std = np.asarray(std_laplace).copy()
+            return SamplingResult(theta_map.reshape(-1).double().cpu().numpy().copy(), std,
+                                  {"fallback": fallback, "std_ratio_to_laplace": _ratio_summary(std, std_laplace)},
                                   smp.name, 0, t_pre, time.perf_counter() - t0)
     t_smp = time.perf_counter() - t0
     mean = res.mean.reshape(-1).double().cpu().numpy()
@@ -394,16 +399,15 @@ def _mala(post: EITPosterior, theta_map: torch.Tensor, config: ReconConfig, *, s
     t0 = time.perf_counter()
     H = post.gauss_newton_hessian(theta_map, kind="majorizer")
     update = None if getattr(post.prior, "is_quadratic", False) else moment_precision(post, theta_map)
-    rcfg = ReferenceConfig(n_chains=config.mala_chains, n_iter=config.mala_iter, burn_in=config.mala_burn_in)
+    rcfg = ReferenceConfig(n_chains=int(config.mala_chains), n_iter=int(config.mala_iter),
+                           burn_in=int(config.mala_burn_in))
     t_pre = time.perf_counter() - t0
     ref = reference_chains(post, theta_map, H, rcfg, metric_update=update, seed=int(config.seed), progress=progress)
     converged, status, figs = mala_verdict(ref, post.prior.graph.pairs)
-    ratio = ref.std / np.asarray(std_laplace)
     info = {"sampler": "mala", "iterations": config.mala_iter, "burn_in": config.mala_burn_in,
             "n_chains": config.mala_chains, "step": ref.step, "wall_time_s": ref.info["wall_time_s"],
             "fallback": None, "converged": converged, "calibration_status": status, "diagnostics": figs,
-            "std_ratio_to_laplace": {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),
-                                     "p90": float(np.quantile(ratio, 0.9))}}
+            "std_ratio_to_laplace": _ratio_summary(ref.std, std_laplace)}
     return SamplingResult(ref.mean, ref.std, info, "mala", config.mala_iter, t_pre, time.perf_counter() - t0)
 
 
@@ -417,7 +421,7 @@ def truth_errors(estimates: dict[str, np.ndarray], truth: np.ndarray, areas: np.
     segmentation against the truth's (:func:`~invprob.solvers.eit.metrics.segment_three_class` about
     ``background``, default 20 % threshold on both).
     """
-    from invprob.solvers.eit.metrics import dice_scores, segment_three_class
+    from invprob.solvers.eit.metrics import coverage, dice_scores, segment_three_class
 
     t = np.asarray(truth, dtype=np.float64)
     errs: dict[str, Any] = {k: relative_errors(v, t, areas) for k, v in estimates.items()}
@@ -428,8 +432,7 @@ def truth_errors(estimates: dict[str, np.ndarray], truth: np.ndarray, areas: np.
     errs["segmentation"] = ("three classes (background/resistive/conductive): sigma below background/1.2 or above "
                             "1.2 background, for the estimate and the truth alike")
     errs["constant_background"] = relative_errors(np.full_like(t, background), t, areas)
-    inside = np.abs(estimates["mean"] - t) <= 2 * std
-    errs["coverage_2std"] = float(np.mean(inside))
-    errs["coverage_2std_area"] = float((areas * inside).sum() / areas.sum())
-    errs["coverage_2std_theta"] = float(np.mean(np.abs(theta_mean - np.log(t)) <= 2 * theta_std))
+    cov = coverage(estimates["mean"], std, t, areas)
+    errs["coverage_2std"], errs["coverage_2std_area"] = cov["cells"], cov["area"]
+    errs["coverage_2std_theta"] = coverage(theta_mean, theta_std, np.log(t))["cells"]
     return errs

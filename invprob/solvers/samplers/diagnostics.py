@@ -412,16 +412,12 @@ def diagnose(blocks: ChainBlocks, targets: DiagnosticsTargets, p_over_beta: torc
     return mean_all + blocks.center[0], var_all, a, _with_coarse(blocks, targets, diag)
 
 
-_FIGURES = ("mean_error", "pattern_corr", "rhat_median", "rhat_q99", "ess_median", "ess_q01", "std_mcse",
-            "mean_mcse", "drift", "trend")
-
-
 def _with_coarse(blocks: ChainBlocks, targets: DiagnosticsTargets, diag: ConvergenceDiagnostics):
     """``diag`` with the checks of the coarse view (:data:`COARSE_CHECKS`) added, when the blocks have one."""
     if blocks.coarse_blocks is None or not blocks.coarse_blocks.ready():
         return diag
     coarse = diagnose(blocks.coarse_blocks, targets)[3]
-    coarse_failed = _failures({k: getattr(coarse, k) for k in _FIGURES}, targets, COARSE_CHECKS)
+    coarse_failed = _failures(vars(coarse), targets, COARSE_CHECKS)
     failed = diag.failed + tuple(f"at the {COARSE_FACTOR}x{COARSE_FACTOR}-pixel scale, {f}" for f in coarse_failed)
     return replace(diag, failed=failed,
                    coarse={k: getattr(coarse, k) for k in ("std_mcse", "rhat_q99", "drift", "trend", "ess_q01")})
