@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _report import header, markdown_table, write_section  # noqa: E402
-from eit_coverage import PHANTOMS  # noqa: E402
+from eit_coverage import synthetic_cases  # noqa: E402
 
 # (phantom, relative noise, inversion mesh size): one and several inclusions, resistive and conductive, both noise
 # levels, both meshes
@@ -220,21 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    import invprob.operators.eit as eit
-    from invprob.solvers.eit import Phantom, simulate
-
     t_start = time.perf_counter()
-    layout = eit.ElectrodeLayout.uniform(16, 0.5)
     cases = CASES[:1] if args.quick else CASES
     configs = CONFIGS[:2] if args.quick else CONFIGS
-    records, meshes = [], {}
-    for name, noise, h in cases:
-        if h not in meshes:
-            meshes[h] = (eit.disk_mesh(1.0, layout, h=h), eit.disk_mesh(1.0, layout, h=0.7 * h))
-        coarse, fine = meshes[h]
-        ph = Phantom(1.0, PHANTOMS[name])
-        sim = simulate(fine, ph, noise=noise, seed=args.seed)
-        truth = coarse.cell_values(ph)
+    records = []
+    for name, noise, coarse, _fine, sim, truth in synthetic_cases(cases, args.seed):
         case = f"{name}, {100 * noise:g} %, {coarse.n_cells} cells"
         for prior, difference in configs:
             r = run_one(sim, coarse, truth, prior, difference, seed=args.seed, quick=args.quick)

@@ -53,6 +53,23 @@ CASES = tuple((name, noise, h) for h in (0.2, 0.12) for noise in (0.01, 0.003) f
 QUICK_CASES = (("one conductive", 0.01, 0.2), ("two (cond. + res.)", 0.003, 0.2))
 
 
+def synthetic_cases(cases, seed: int):
+    """Yield ``(name, noise, coarse, fine, sim, truth)`` per ``(phantom name, relative noise, h)`` of ``cases``:
+    the data simulated on the ``0.7 h`` mesh, the truth the phantom at the ``h`` mesh's centroids (meshes built
+    once per ``h``)."""
+    import invprob.operators.eit as eit
+    from invprob.solvers.eit import Phantom, simulate
+
+    layout = eit.ElectrodeLayout.uniform(16, 0.5)
+    meshes: dict[float, tuple] = {}
+    for name, noise, h in cases:
+        if h not in meshes:
+            meshes[h] = (eit.disk_mesh(1.0, layout, h=h), eit.disk_mesh(1.0, layout, h=0.7 * h))
+        coarse, fine = meshes[h]
+        ph = Phantom(1.0, PHANTOMS[name])
+        yield name, noise, coarse, fine, simulate(fine, ph, noise=noise, seed=seed), coarse.cell_values(ph)
+
+
 def run_case(sim, mesh, truth: np.ndarray, prior: str, difference: bool, seed: int) -> dict:
     """One default-pipeline reconstruction and its coverage / error figures against ``truth`` (sigma per cell)."""
     from invprob.solvers.eit import ReconConfig, reconstruct
@@ -167,21 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    import invprob.operators.eit as eit
-    from invprob.solvers.eit import Phantom, simulate
-
     t_start = time.perf_counter()
-    layout = eit.ElectrodeLayout.uniform(16, 0.5)
-    meshes: dict[float, tuple] = {}
     records: list[dict] = []
     cases = QUICK_CASES if args.quick else CASES
-    for name, noise, h in cases:
-        if h not in meshes:
-            meshes[h] = (eit.disk_mesh(1.0, layout, h=h), eit.disk_mesh(1.0, layout, h=0.7 * h))
-        coarse, fine = meshes[h]
-        ph = Phantom(1.0, PHANTOMS[name])
-        sim = simulate(fine, ph, noise=noise, seed=args.seed)
-        truth = coarse.cell_values(ph)  # the phantom at the inversion cells' centroids
+    for name, noise, coarse, fine, sim, truth in synthetic_cases(cases, args.seed):
         case = f"{name}, {100 * noise:g} %, {coarse.n_cells} cells (data {fine.n_cells})"
         for prior in PRIORS:
             for difference in (False, True):
