@@ -154,10 +154,38 @@ def test_chunked_gradients_equal_the_batched_ones():
     y = torch.rand(1, 1, 24, 20, generator=g, dtype=torch.float64)
     post = Posterior(op, op.pad_data(y), 0.02, TV(5.0, eps=0.01))
     x = op.extend(y) + 0.05 * torch.randn(5, 1, *op.domain_shape[-2:], generator=g, dtype=torch.float64)
-    f1, g1, _ = Target(post).evaluate(x)
-    f2, g2, _ = Target(post, chunk_size=2).evaluate(x)
+    f1, g1, d1 = Target(post).evaluate(x)
+    chunked = Target(post, chunk_size=2)
+    assert chunked.chunked(x) and not Target(post).chunked(x) and not chunked.chunked(x[:2])
+    f2, g2, d2 = chunked.evaluate(x)
     torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g2, g1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d2, d1, rtol=1e-12, atol=1e-12)
+    f3, g3, d3 = chunked.evaluate(x, need_fn=False, need_data_grad=False)
+    assert f3 is None and d3 is None
+    torch.testing.assert_close(g3, g1, rtol=1e-12, atol=1e-12)
+    assert Target(post).evaluate(x, need_data_grad=False)[2] is None
+
+
+def test_gram64_by_column_blocks_equals_the_float64_product(monkeypatch):
+    from invprob.solvers.samplers import pbrwp
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 1000, generator=g) + 50.0  # float32 rows far from 0: the sums need float64
+    b = torch.randn(5, 1000, generator=g) + 50.0
+    exact = a.double() @ b.double().T
+    monkeypatch.setattr(pbrwp, "GRAM_BLOCK", 64)
+    got = pbrwp.gram64(a, b)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, exact, rtol=1e-14, atol=0)
+
+
+def test_mean_particle_std_equals_the_float64_std(monkeypatch):
+    from invprob.solvers.samplers.base import mean_particle_std
+
+    x = torch.randn(6, 1, 33, 17, generator=torch.Generator().manual_seed(4))
+    assert mean_particle_std(x, block=50) == pytest.approx(float(x.double().std(0).mean()), rel=1e-12)
+    assert mean_particle_std(x[:1]) == 0.0
 
 
 def test_particle_chunk_bounds_the_values_per_evaluation():
@@ -235,3 +263,22 @@ def test_fourier_preconditioner_chunked_over_the_batch_gives_the_same_products(m
     monkeypatch.setattr(pre, "FFT_CHUNK_ABOVE", 10)
     for a, b in zip(whole, [P.apply(v), P.sqrt_apply(v), P.inv_apply(v)], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("chunk_above", [10, 10**9])
+def test_fourier_preconditioner_apply_in_place_writes_m_v_into_v(monkeypatch, chunk_above):
+    from invprob.solvers.samplers import preconditioners as pre
+
+    monkeypatch.setattr(pre, "FFT_CHUNK_ABOVE", chunk_above)
+    sym = 1.0 + torch.rand(16, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    P = pre.FourierPreconditioner(sym, (16, 16))
+    v = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = P.apply(v)
+    out = P.apply_(v)
+    assert out is v
+    torch.testing.assert_close(v, expected, rtol=0, atol=1e-13)
+    w = torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    M = pre.MatrixPreconditioner(torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)))
+    expected = M.apply(w)
+    assert M.apply_(w) is w  # the generic form: through apply
+    torch.testing.assert_close(w, expected)

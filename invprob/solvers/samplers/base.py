@@ -167,15 +167,37 @@ class Target:
         if self.posterior is not None:
             self.posterior.prior.reset()
 
-    def evaluate(self, x: torch.Tensor, need_fn: bool = True):
-        """``(V(x) or None, grad V(x), data part of the gradient or None)``, chunked."""
+    def chunked(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`evaluate` splits ``x`` into chunks; its outputs are then buffers of its own (a caller may
+        overwrite them; an unchunked potential's gradient may alias its input or its own state)."""
+        return self.chunk_size is not None and x.shape[0] > self.chunk_size
+
+    def evaluate(self, x: torch.Tensor, need_fn: bool = True, need_data_grad: bool = True):
+        """``(V(x) or None, grad V(x), data part of the gradient or None)``, chunked.
+
+        Chunked (large images), each chunk's results are written into outputs allocated once, so that at most one
+        chunk's temporaries are alive beside them (collecting the chunks and concatenating held the gradients twice:
+        measured at 2048^2, half a gigabyte of the chains' peak); ``need_data_grad=False`` (callers that only move
+        the particles) does not keep the data part at all.
+        """
         value_and_grad = self.potential.value_and_grad
-        if self.chunk_size is None or x.shape[0] <= self.chunk_size:
-            return value_and_grad(x, need_fn)
-        parts = [value_and_grad(x[i : i + self.chunk_size], need_fn) for i in range(0, x.shape[0], self.chunk_size)]
-        f = torch.cat([p[0] for p in parts]) if need_fn else None
-        g = torch.cat([p[1] for p in parts])
-        dg = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None
+        if not self.chunked(x):
+            f, g, dg = value_and_grad(x, need_fn)
+            return f, g, dg if need_data_grad else None
+        f = g = dg = None
+        for i in range(0, x.shape[0], self.chunk_size):
+            rows = slice(i, i + self.chunk_size)
+            fi, gi, dgi = value_and_grad(x[rows], need_fn)
+            if g is None:
+                g = gi.new_empty((x.shape[0], *gi.shape[1:]))
+                f = fi.new_empty((x.shape[0], *fi.shape[1:])) if need_fn else None
+                dg = dgi.new_empty(g.shape) if need_data_grad and dgi is not None else None
+            g[rows] = gi
+            if f is not None:
+                f[rows] = fi
+            if dg is not None:
+                dg[rows] = dgi
+            del fi, gi, dgi
         return f, g, dg
 
     def published(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +209,7 @@ class Target:
         return self.potential.fn(x)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.evaluate(x, False)[1]
+        return self.evaluate(x, False, need_data_grad=False)[1]
 
     def prior_terms(self, x: torch.Tensor, need_fn: bool = False):
         """``(prior value or None, prior gradient)`` of a posterior's smoothed view (PBRWP's Fourier step)."""
@@ -257,11 +279,28 @@ class RunSettings:
 class _Loop:
     """What the iteration loop leaves behind."""
 
-    x: torch.Tensor
+    x: torch.Tensor | None
     stats: Welford
     kept: list
     logs: list
     loop_time: float
+    final_std: float
+
+    def take_x(self) -> torch.Tensor:
+        """The final particles, handed over: the loop keeps no reference (large images: an estimator that starts
+        chains from them may free them)."""
+        x, self.x = self.x, None
+        return x
+
+
+def mean_particle_std(x: torch.Tensor, block: int = 2**18) -> float:
+    """The mean over values of the std over particles of ``x`` (``(N, ...)``), in float64 a column block at a
+    time (a float64 copy of all particles is a batch of particles too many on large images)."""
+    if x.shape[0] < 2:
+        return 0.0
+    flat = x.flatten(1)
+    total = sum(float(flat[:, j:j + block].double().std(0).sum()) for j in range(0, flat.shape[1], block))
+    return total / flat.shape[1]
 
 
 class Sampler:
@@ -365,11 +404,13 @@ class Sampler:
         state = self._prepare(tgt, x, gen)
         state.keep_samples = cfg.keep_samples
         state.estimator.prepare(tgt, state, x)
-        loop = self._loop(tgt, x, state, gen, cfg, progress, callback)
+        start, x = [x], None  # the loop holds the only reference to the initial particles (freed as it steps)
+        loop = self._loop(tgt, start.pop(), state, gen, cfg, progress, callback)
         t_fin = time.perf_counter()
-        out = state.estimator.finalize(tgt, loop.x, loop.stats, state, gen)
+        event_shape = tuple(loop.x.shape[1:])
+        out = state.estimator.finalize(tgt, loop.take_x(), loop.stats, state, gen)
         timing = {"t_start": t_start, "loop": loop.loop_time, "finalize": time.perf_counter() - t_fin}
-        return self._result(tgt, state, loop, out, cfg, x_map, (seed, dtype, device), timing)
+        return self._result(tgt, state, loop, out, cfg, x_map, (seed, dtype, device, event_shape), timing)
 
     def _loop(self, tgt, x, state, gen, cfg: RunSettings, progress: bool, callback) -> _Loop:
         stats = Welford()
@@ -406,7 +447,7 @@ class Sampler:
         finally:
             if bar is not None:
                 bar.close()
-        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop)
+        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop, mean_particle_std(x))
 
     def _check_finite(self, x: torch.Tensor, it: int, state: SamplerState) -> None:
         """The one sync of a logging iteration; min and max are finite iff every entry is (NaN propagates), one
@@ -416,9 +457,9 @@ class Sampler:
                                      f"(now {state.step}) or check the potential")
 
     def _result(self, tgt, state, loop: _Loop, out, cfg: RunSettings, x_map, run_id, timing) -> PosteriorResult:
-        seed, dtype, device = run_id
-        x, stats = loop.x, loop.stats
-        shape = (1, *x.shape[1:])
+        seed, dtype, device, event_shape = run_id
+        stats = loop.stats
+        shape = (1, *event_shape)
         kept = [out.samples] if out.samples is not None else loop.kept
         samples = torch.cat(kept)[: cfg.keep_samples].cpu() if kept and cfg.keep_samples else None
         info: dict[str, Any] = {
@@ -444,7 +485,7 @@ class Sampler:
             "uncertainty": out.info,
             "particle_mean": stats.mean.reshape(shape).to(dtype).cpu(),
             "particle_std": stats.variance().sqrt().reshape(shape).to(dtype).cpu(),
-            "final_particles_std": x.double().std(0).mean().item() if cfg.n_particles > 1 else 0.0,
+            "final_particles_std": loop.final_std,
             **state.info,
         }
         return PosteriorResult(mean=out.mean.reshape(shape).to(dtype), std=out.std.reshape(shape).to(dtype),

@@ -262,7 +262,7 @@ class KernelLangevin(UncertaintyEstimator):
             keep_at = {burn + round(i * (n_post - 1) / max(1, n_keep - 1)) for i in range(n_keep)}
             kept = []
             for k in range(int(cfg.n_iter)):
-                _, g, _ = target.evaluate(z, need_fn=False)
+                _, g, _ = target.evaluate(z, need_fn=False, need_data_grad=False)
                 grad_u = 0.5 * g + (precond.inv_apply(z) - anchor_minv) / (2 * T)
                 p_grad_u = scale * precond.apply(grad_u)
                 if k >= burn:

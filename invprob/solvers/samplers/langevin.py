@@ -104,7 +104,7 @@ class _Langevin(Sampler):
                              noise=math.sqrt(2 * step / target.beta))
 
     def _step(self, target, x, state, gen, log):
-        fn, g, _ = target.evaluate(x, need_fn=log)
+        fn, g, _ = target.evaluate(x, need_fn=log, need_data_grad=False)
         p = state.precond
         state_dependent = getattr(p, "state_dependent", False) is True
         if state_dependent:

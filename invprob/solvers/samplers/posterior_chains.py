@@ -149,15 +149,16 @@ class PosteriorLangevin(UncertaintyEstimator):
         noise = math.sqrt(2 * eta / beta)
         diag = precond.diagonal() if cfg.control_variates else None
         p_over_beta = None if diag is None else _event_view(diag / beta, x)
-        z = x.detach().clone()
-        if cfg.overdispersion > 0:
-            z = z + (cfg.overdispersion / math.sqrt(beta)) * precond.sqrt_apply(randn_like(z, gen))
-        blocks = ChainBlocks(z.shape[0], cfg.n_groups, self._block_len(), x.mean(0, keepdim=True),
-                             control_variates=p_over_beta is not None,
-                             coarse=coarse_view(target.published, tuple(x.shape[1:])),
-                             detail=detail_view(target.published, tuple(x.shape[1:])))
+        event = tuple(x.shape[1:])
+        blocks = ChainBlocks(x.shape[0], cfg.n_groups, self._block_len(), x.mean(0, keepdim=True),
+                             control_variates=p_over_beta is not None, coarse=coarse_view(target.published, event),
+                             detail=detail_view(target.published, event))
         run = _ChainRun(target, precond, eta, noise, gen, blocks, scheme)
-        stop = run.go(z, cfg, p_over_beta, self.progress, state.keep_samples)
+        # the chain loop holds the only reference to its starting states, and this frame none to the particles
+        # (Sampler.run hands them over): on large images each is a batch of particles less at the peak
+        start = [self._start(x, precond, beta, gen)]
+        del x
+        stop = run.go(start.pop(), cfg, p_over_beta, self.progress, state.keep_samples)
         if not blocks.ready():
             return self._too_short(particles, stop, run, eta)
         mean, var, coef, diag_ = diagnose(blocks, cfg.targets, p_over_beta, view=target.published)
@@ -166,6 +167,14 @@ class PosteriorLangevin(UncertaintyEstimator):
         info = self._info(eta, coef, diag_, stop, run)
         samples = run.kept_after(diag_.burn_in_iterations)
         return EstimatorOutput(mean, var.clamp_min(0).sqrt(), info, samples)
+
+    def _start(self, x, precond, beta: float, gen) -> torch.Tensor:
+        """The chains' starting states ``x_j + s (M/beta)^(1/2) xi`` (``x`` itself when ``s = 0``: the chain loop
+        never writes into its starting states)."""
+        s = self.config.overdispersion
+        if s == 0:
+            return x.detach()
+        return torch.add(x.detach(), precond.sqrt_apply(randn_like(x, gen)), alpha=s / math.sqrt(beta))
 
     def _too_short(self, particles, stop: str, run, eta: float) -> EstimatorOutput:
         """The result of chains stopped (interrupted) before four diagnostics blocks: the sampler's own particle
@@ -286,7 +295,9 @@ class _ChainRun:
         self.history: list[dict] = []
 
     def _drift(self, z):
-        return self.precond.apply(self.target.evaluate(z, need_fn=False)[1])
+        g = self.target.evaluate(z, need_fn=False, need_data_grad=False)[1]
+        # chunked (large images), the gradient is evaluate's own buffer: M g in place, a batch of chains less
+        return self.precond.apply_(g) if self.target.chunked(z) else self.precond.apply(g)
 
     def step(self, z, with_cv: bool):
         if self.scheme is not None:

@@ -64,6 +64,11 @@ class Preconditioner:
     def inv_apply(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def apply_(self, v: torch.Tensor) -> torch.Tensor:
+        """``M v`` written into ``v`` (a caller's own temporary); here through :meth:`apply`, and without a second
+        batch where a preconditioner can (the Fourier one on large images)."""
+        return v.copy_(self.apply(v))
+
     def sqrt_apply(self, v: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the {self.kind!r} preconditioner has no M^(1/2); use a circular blur, a matrix, "
                          "'identity', or a CallablePreconditioner with sqrt_apply")
@@ -216,21 +221,26 @@ class FourierPreconditioner(Preconditioner):
             self._cache[key] = (self.inv_symbol**power).to(dtype=real, device=ref.device)
         return self._cache[key]
 
-    def _mul(self, v, power):
+    def _mul(self, v, power, out=None):
         # large images: one batch item at a time into one output (the complex spectra of the whole batch were the
-        # peak memory of the 2048^2 chains); the spectrum is scaled in place
+        # peak memory of the 2048^2 chains), ``v`` itself when ``out is v``; the spectrum is scaled in place
         if v.ndim > len(self.shape) and v.shape[0] > 1 and v[0].numel() > FFT_CHUNK_ABOVE:
-            out = torch.empty_like(v)
+            out = torch.empty_like(v) if out is None else out
             for i in range(v.shape[0]):
                 out[i] = self._mul(v[i:i + 1], power)[0]
             return out
         if len(self.shape) == 2:
-            return torch.fft.irfft2(torch.fft.rfft2(v).mul_(self._sym(power, v)), s=self.shape)
-        return torch.fft.irfftn(torch.fft.rfftn(v, dim=self.dims).mul_(self._sym(power, v)), s=self.shape,
-                                dim=self.dims)
+            res = torch.fft.irfft2(torch.fft.rfft2(v).mul_(self._sym(power, v)), s=self.shape)
+        else:
+            res = torch.fft.irfftn(torch.fft.rfftn(v, dim=self.dims).mul_(self._sym(power, v)), s=self.shape,
+                                   dim=self.dims)
+        return res if out is None else out.copy_(res)
 
     def apply(self, v):
         return self._mul(v, -1.0)
+
+    def apply_(self, v):
+        return self._mul(v, -1.0, out=v)
 
     def inv_apply(self, v):
         return self._mul(v, 1.0)

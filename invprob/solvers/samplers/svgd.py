@@ -219,7 +219,7 @@ class SVGD(Sampler):
                          bandwidth=fixed, identity=identity, pairs=pairs, log_n=math.log(n), adagrad=adagrad)
 
     def _step(self, target, x, state, gen, log):
-        fn, g, _ = target.evaluate(x, need_fn=log)
+        fn, g, _ = target.evaluate(x, need_fn=log, need_data_grad=False)
         drift, repulsion, h = self._direction(x, g, state)
         phi = drift + repulsion
         move = phi
