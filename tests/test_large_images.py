@@ -167,20 +167,19 @@ def test_chunked_gradients_equal_the_batched_ones():
     assert Target(post).evaluate(x, need_data_grad=False)[2] is None
 
 
-def test_gram64_by_column_blocks_equals_the_float64_product(monkeypatch):
+def test_gram64_by_column_blocks_equals_the_float64_product():
     from invprob.solvers.samplers import pbrwp
 
     g = torch.Generator().manual_seed(3)
     a = torch.randn(3, 1000, generator=g) + 50.0  # float32 rows far from 0: the sums need float64
     b = torch.randn(5, 1000, generator=g) + 50.0
     exact = a.double() @ b.double().T
-    monkeypatch.setattr(pbrwp, "GRAM_BLOCK", 64)
-    got = pbrwp.gram64(a, b)
+    got = pbrwp.gram64(a, b, block=64)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, exact, rtol=1e-14, atol=0)
 
 
-def test_mean_particle_std_equals_the_float64_std(monkeypatch):
+def test_mean_particle_std_equals_the_float64_std():
     from invprob.solvers.samplers.base import mean_particle_std
 
     x = torch.randn(6, 1, 33, 17, generator=torch.Generator().manual_seed(4))

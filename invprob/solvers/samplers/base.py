@@ -285,6 +285,7 @@ class _Loop:
     logs: list
     loop_time: float
     final_std: float
+    event_shape: tuple[int, ...]
 
     def take_x(self) -> torch.Tensor:
         """The final particles, handed over: the loop keeps no reference (large images: an estimator that starts
@@ -293,9 +294,15 @@ class _Loop:
         return x
 
 
-def mean_particle_std(x: torch.Tensor, block: int = 2**18) -> float:
+#: Values per particle above which float64 statistics of float32 particles (:func:`mean_particle_std`, PBRWP's
+#: ``gram64``) convert them a column block of this size at a time: a float64 copy of all particles is a batch of
+#: particles too many on large images.
+FLOAT64_BLOCK = 2**18
+
+
+def mean_particle_std(x: torch.Tensor, block: int = FLOAT64_BLOCK) -> float:
     """The mean over values of the std over particles of ``x`` (``(N, ...)``), in float64 a column block at a
-    time (a float64 copy of all particles is a batch of particles too many on large images)."""
+    time (:data:`FLOAT64_BLOCK`)."""
     if x.shape[0] < 2:
         return 0.0
     flat = x.flatten(1)
@@ -407,10 +414,9 @@ class Sampler:
         start, x = [x], None  # the loop holds the only reference to the initial particles (freed as it steps)
         loop = self._loop(tgt, start.pop(), state, gen, cfg, progress, callback)
         t_fin = time.perf_counter()
-        event_shape = tuple(loop.x.shape[1:])
         out = state.estimator.finalize(tgt, loop.take_x(), loop.stats, state, gen)
         timing = {"t_start": t_start, "loop": loop.loop_time, "finalize": time.perf_counter() - t_fin}
-        return self._result(tgt, state, loop, out, cfg, x_map, (seed, dtype, device, event_shape), timing)
+        return self._result(tgt, state, loop, out, cfg, x_map, (seed, dtype, device), timing)
 
     def _loop(self, tgt, x, state, gen, cfg: RunSettings, progress: bool, callback) -> _Loop:
         stats = Welford()
@@ -447,7 +453,7 @@ class Sampler:
         finally:
             if bar is not None:
                 bar.close()
-        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop, mean_particle_std(x))
+        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop, mean_particle_std(x), tuple(x.shape[1:]))
 
     def _check_finite(self, x: torch.Tensor, it: int, state: SamplerState) -> None:
         """The one sync of a logging iteration; min and max are finite iff every entry is (NaN propagates), one
@@ -457,9 +463,9 @@ class Sampler:
                                      f"(now {state.step}) or check the potential")
 
     def _result(self, tgt, state, loop: _Loop, out, cfg: RunSettings, x_map, run_id, timing) -> PosteriorResult:
-        seed, dtype, device, event_shape = run_id
+        seed, dtype, device = run_id
         stats = loop.stats
-        shape = (1, *event_shape)
+        shape = (1, *loop.event_shape)
         kept = [out.samples] if out.samples is not None else loop.kept
         samples = torch.cat(kept)[: cfg.keep_samples].cpu() if kept and cfg.keep_samples else None
         info: dict[str, Any] = {

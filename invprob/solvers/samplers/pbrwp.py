@@ -59,7 +59,7 @@ import torch
 
 from invprob._checks import check_positive
 from invprob.posterior import weighted_sq_sum
-from invprob.solvers.samplers.base import Sampler, SamplerState, check_step_options
+from invprob.solvers.samplers.base import FLOAT64_BLOCK, Sampler, SamplerState, check_step_options
 from invprob.solvers.samplers.estimators import (
     KernelExact,
     KernelLangevin,
@@ -518,16 +518,13 @@ class PBRWP(Sampler):
         return torch.add(x, q.view_as(x), alpha=h)
 
 
-#: Values per row above which :func:`gram64` converts the rows to float64 a column block at a time.
-GRAM_BLOCK = 2**18
-
-
-def gram64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def gram64(a: torch.Tensor, b: torch.Tensor, block: int = FLOAT64_BLOCK) -> torch.Tensor:
     """``a @ b.T`` accumulated in float64 (``a``: ``(n, d)``, ``b``: ``(N, d)``, any real dtype).
 
     The Gram of float32 particles needs float64 sums (pairwise distances cancel), but float64 copies of whole
     rows cost two batches of float64 particles: measured at 2048^2 (8 particles), half a gigabyte of PBRWP's peak.
-    Above :data:`GRAM_BLOCK` values a row, the columns are converted and multiplied a block at a time.
+    Above ``block`` values a row (:data:`~invprob.solvers.samplers.base.FLOAT64_BLOCK`), the columns are converted
+    and multiplied a block at a time.
 
     Examples
     --------
@@ -537,11 +534,11 @@ def gram64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     True
     """
     d = a.shape[1]
-    if d <= GRAM_BLOCK or (a.dtype == torch.float64 and b.dtype == torch.float64):
+    if d <= block or (a.dtype == torch.float64 and b.dtype == torch.float64):
         return a.double() @ b.double().T
     out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
-    for j in range(0, d, GRAM_BLOCK):
-        cols = slice(j, j + GRAM_BLOCK)
+    for j in range(0, d, block):
+        cols = slice(j, j + block)
         out.addmm_(a[:, cols].double(), b[:, cols].double().T)
     return out
 
