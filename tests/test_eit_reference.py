@@ -181,8 +181,8 @@ def test_pipeline_mala_publishes_its_chains_with_their_own_verdict(tv_case):
 
 
 def test_tv_laplace_std_is_reported_as_not_the_posterior_std(tv_case):
-    """The calibration data record the TV Laplace std as measured and off (benchmarks/eit_calibration.py); the run
-    must say so in plain words."""
+    """The run's own typical-set check flags the TV Laplace std (the calibration data, from
+    benchmarks/eit_calibration.py, measured it off too and stay beside it); the run says so in plain words."""
     from invprob.calibration import calibration_status
     from invprob.solvers.eit import ReconConfig, reconstruct
 
@@ -192,8 +192,17 @@ def test_tv_laplace_std_is_reported_as_not_the_posterior_std(tv_case):
     msgs = []
     res = reconstruct(sim.data, mesh, ReconConfig(prior="tv", difference=True, method="gn"), reference=sim.reference,
                       radius=1.0, log=msgs.append)
-    assert res.info["uncertainty"]["calibration_status"] == status
+    unc = res.info["uncertainty"]
+    assert unc["calibration_status"].startswith("miscalibrated: the run's typical-set check")
+    assert unc["calibration_data"] == status and not unc["laplace_check"]["passed"]
+    assert unc["laplace_check"]["std_scale"] > 1.25  # the posterior is wider than the Laplace std says
     assert any("is not the posterior's std" in m for m in msgs)
+    # without the check the status is the calibration data's, as before
+    res0 = reconstruct(sim.data, mesh, ReconConfig(prior="tv", difference=True, method="gn", laplace_check_draws=0),
+                       reference=sim.reference, radius=1.0)
+    assert res0.info["uncertainty"]["calibration_status"] == status
+    assert res0.info["uncertainty"]["laplace_check"] is None
+    assert np.array_equal(res0.theta_std, res.theta_std)
 
 
 def test_sampler_fallback_keeps_the_map_when_the_particles_diverge_too(tv_case, monkeypatch):

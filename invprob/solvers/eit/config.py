@@ -55,6 +55,10 @@ class ReconConfig:
         ``PD_ITER_FACTOR map_max_iter`` = 60 by default and reports ``converged`` when its tolerance was met).
     fit_contact : bool
         Fit the contact impedance with the background (else ``contact_impedance``).
+    laplace_check_draws : int
+        Draws of the run's own check of the Laplace std (``2 n`` potential evaluations, see
+        :func:`~invprob.solvers.eit.laplace_check.typical_set_check`); its verdict is the Laplace std's status.
+        0 skips the check (the status is then what the calibration data say).
     """
 
     method: str = "auto"
@@ -78,6 +82,7 @@ class ReconConfig:
     map_max_iter: int = 20
     fit_contact: bool = True
     contact_impedance: float = 0.01
+    laplace_check_draws: int = 32
     seed: int = 0
 
     def __post_init__(self):
@@ -102,6 +107,10 @@ class ReconConfig:
             v = getattr(self, name)
             if int(v) != v or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        draws = self.laplace_check_draws
+        if int(draws) != draws or draws < 0 or draws == 1:
+            raise ValueError(f"laplace_check_draws must be 0 (no check) or an integer >= 2, got "
+                             f"{draws!r}")
         if self.mala_chains % 2:
             raise ValueError(f"mala_chains must be even (two independent groups), got {self.mala_chains!r}")
 

@@ -10,7 +10,7 @@ import torch
 from invprob._checks import check_positive
 from invprob.eit_posterior import EITPosterior
 
-__all__ = ["jacobian_preconditioner", "laplace_covariance"]
+__all__ = ["jacobian_preconditioner", "laplace_covariance", "laplace_factor", "laplace_std"]
 
 
 class _DeviceCopies:
@@ -26,6 +26,28 @@ class _DeviceCopies:
         return self._mats[key]
 
 
+def laplace_factor(post: EITPosterior, theta: torch.Tensor, *, prior_kind: str = "exact") -> torch.Tensor:
+    """Lower Cholesky factor ``L`` of the Laplace precision ``beta (J^T S^-2 J + H_R) = L L^T`` at ``theta``.
+
+    The factor gives the Laplace std (:func:`laplace_std`) and the draws of the run's own check
+    (:func:`~invprob.solvers.eit.laplace_check.typical_set_check`) from one factorisation.
+    """
+    H = post.beta * post.gauss_newton_hessian(theta, kind=prior_kind)
+    Lc, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        raise ValueError("the Laplace precision J^T S^-2 J + H_prior is not positive definite (prior too weak?)")
+    return Lc
+
+
+def laplace_std(factor: torch.Tensor, *, return_covariance: bool = False):
+    """``sqrt(diag((L L^T)^-1))`` from the Cholesky factor of a precision (and the covariance on request)."""
+    Li = torch.linalg.solve_triangular(factor, torch.eye(factor.shape[0], dtype=factor.dtype), upper=False)
+    var = Li.pow(2).sum(0)
+    if return_covariance:
+        return var.sqrt(), Li.T @ Li
+    return var.sqrt()
+
+
 def laplace_covariance(
     post: EITPosterior, theta: torch.Tensor, *, prior_kind: str = "exact", return_covariance: bool = False
 ):
@@ -39,15 +61,7 @@ def laplace_covariance(
     std : torch.Tensor (n_cells,)
         ``sqrt(diag(Sigma))`` in ``theta`` units; with ``return_covariance=True`` also ``Sigma``.
     """
-    H = post.beta * post.gauss_newton_hessian(theta, kind=prior_kind)
-    Lc, info = torch.linalg.cholesky_ex(H)
-    if int(info) != 0:
-        raise ValueError("the Laplace precision J^T S^-2 J + H_prior is not positive definite (prior too weak?)")
-    Li = torch.linalg.solve_triangular(Lc, torch.eye(H.shape[0], dtype=H.dtype), upper=False)
-    var = Li.pow(2).sum(0)
-    if return_covariance:
-        return var.sqrt(), Li.T @ Li
-    return var.sqrt()
+    return laplace_std(laplace_factor(post, theta, prior_kind=prior_kind), return_covariance=return_covariance)
 
 
 def jacobian_preconditioner(post: EITPosterior, theta: torch.Tensor, *, kind: str = "normal", c: float = 1.0):

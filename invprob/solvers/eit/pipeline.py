@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from invprob.solvers.eit.config import EITReconResult, ReconConfig, lognormal_moments
-from invprob.solvers.eit.laplace import laplace_covariance
+from invprob.solvers.eit.laplace import laplace_factor, laplace_std
+from invprob.solvers.eit.laplace_check import TypicalSetCheck, typical_set_check
 from invprob.solvers.eit.map import summary_of
 from invprob.solvers.eit.stages import (
     SamplingResult,
@@ -70,37 +71,58 @@ def check_inputs(data, mesh, config: ReconConfig, *, reference=None, truth=None)
 
 
 def uncertainty_record(config: ReconConfig, use_sampler: bool, theta_std: np.ndarray,
-                       sampler_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                       sampler_info: dict[str, Any] | None = None,
+                       laplace_check: TypicalSetCheck | None = None) -> dict[str, Any]:
     """``info["uncertainty"]``: which std is published, how it was computed and its calibration status.
 
-    The status is the verdict of the chains' own diagnostics for ``method="mala"``
-    (:func:`~invprob.solvers.eit.stages.mala_verdict`), else what the package's calibration data say about this
-    configuration (:func:`invprob.calibration.calibration_status`: ``"measured: ..."``, ``"miscalibrated: ..."``
-    with the measured figures, or ``"unmeasured"``).
+    The status is the verdict of the run's own diagnostics where there are any: the chains' for
+    ``method="mala"`` (:func:`~invprob.solvers.eit.stages.mala_verdict`), the typical-set check for the Laplace std
+    (:func:`laplace_status`). Otherwise (a PBRWP/MLA std, or the check skipped) it is what the package's calibration
+    data say about this configuration (:func:`invprob.calibration.calibration_status`: ``"measured: ..."``,
+    ``"miscalibrated: ..."`` with the measured figures, or ``"unmeasured"``).
     """
     from invprob.calibration import calibration_status
 
     mode = "difference" if config.difference else "absolute"
+    data_status = calibration_status("eit", prior=config.prior, std="sampler" if use_sampler else "laplace",
+                                     mode=mode)
     if use_sampler and config.method == "mala":
         description = ("mala std: Metropolis-adjusted preconditioned Langevin chains on the posterior itself (two "
                        "independent groups; see sampler.diagnostics)")
         status = (sampler_info or {}).get("calibration_status", "not converged: no diagnostics recorded")
+    elif use_sampler:
+        description = (f"{config.method} std (PBRWP: kernel-langevin moments of the regularized density, or the "
+                       "collapsed particles' spread after a fallback, see sampler.fallback; MLA: pooled chains)")
+        status = data_status
     else:
-        if use_sampler:
-            description = (f"{config.method} std (PBRWP: kernel-langevin moments of the regularized density, or the "
-                           "collapsed particles' spread after a fallback, see sampler.fallback; MLA: pooled chains)")
-        else:
-            description = ("Laplace / linearised Gaussian at the MAP: diag((J^T S^-2 J + H_prior)^-1), dense "
-                           "Cholesky; exact for the linearised model with the Gaussian prior")
-        status = calibration_status("eit", prior=config.prior, std="sampler" if use_sampler else "laplace",
-                                    mode=mode)
+        description = ("Laplace / linearised Gaussian at the MAP: diag((J^T S^-2 J + H_prior)^-1), dense "
+                       "Cholesky; exact for the linearised model with the Gaussian prior")
+        status = data_status if laplace_check is None else laplace_status(laplace_check, data_status)
     return {
         "estimator": "sampler" if use_sampler else "laplace",
         "description": description,
         "theta_std_median": float(np.median(theta_std)),
         "calibration_status": status,
+        "calibration_data": data_status,
+        "laplace_check": None if laplace_check is None else laplace_check.as_info(),
         "conductivity_transform": "log-normal marginals: mean = exp(m + s^2/2), std = mean sqrt(exp(s^2) - 1)",
     }
+
+
+def laplace_status(check: TypicalSetCheck, data_status: str) -> str:
+    """The Laplace std's status from the run's typical-set check, with the calibration data beside it.
+
+    Failed check: ``"miscalibrated: ..."`` (the run's own figures). Passed: ``"checked: ..."``, unless the
+    calibration data measured this configuration off (the check is a necessary condition only), then their
+    ``"miscalibrated: ..."`` with the check's figures added.
+    """
+    said = f"the run's typical-set check: {check.describe()}"
+    if not check.passed:
+        return (f"miscalibrated: {said}: a local-curvature measure, not the posterior's std (method='mala' samples "
+                "the posterior itself)")
+    if data_status.startswith("miscalibrated"):
+        return f"{data_status}; {said} (a necessary condition only, overruled by the measurement)"
+    return f"checked: {said}" + (f"; {data_status}" if data_status.startswith("measured") else "")
 
 
 def _status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool) -> str | None:
@@ -118,13 +140,13 @@ def _status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool)
 
 
 def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, noise, info, truth, theta_bg, say,
-             *, timings: dict[str, float]):
+             *, timings: dict[str, float], check: TypicalSetCheck | None = None):
     """Conductivity outputs, the misfit/uncertainty records and the truth errors: the result object."""
     tmap = res_map.x[0].numpy().copy()
     mean_theta = tmap.copy() if smp is None else smp.mean
     use_sampler = smp is not None and (config.std_estimator == "sampler" or config.method == "mala")
     theta_std = smp.std if use_sampler else std_lap
-    unc = uncertainty_record(config, use_sampler, theta_std, None if smp is None else smp.info)
+    unc = uncertainty_record(config, use_sampler, theta_std, None if smp is None else smp.info, check)
     warning = _status_warning(unc, config, use_sampler)
     if warning:
         say(warning)
@@ -154,6 +176,31 @@ def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, n
         theta_mean=mean_theta, theta_std=theta_std, truth=None if truth is None else np.asarray(truth, np.float64),
         info=info,
     )
+
+
+def _laplace_stage(post, theta_map, config: ReconConfig, info: dict[str, Any], timings: dict[str, float]):
+    """The Laplace std at the MAP and the run's typical-set check of it: ``(std (n_cells,), check or None)``.
+
+    Quadratic prior: its exact Hessian; TV/L1: the lagged-diffusivity majorizer (the exact Hessian of the
+    eps-smoothed prior is ~1/eps on flat regions and ~0 across jumps: not a usable Gaussian approximation). An
+    interrupt (Ctrl-C, or SIGTERM/SIGHUP through invprob.apps) keeps the finished MAP and says where it stopped.
+    """
+    t0 = time.perf_counter()
+    std_lap, check = np.full(post.n_cells, np.nan), None
+    try:
+        factor = laplace_factor(post, theta_map, prior_kind="majorizer")
+        std_lap = laplace_std(factor).numpy()
+        timings["laplace_s"] = time.perf_counter() - t0
+        if config.laplace_check_draws:
+            t0 = time.perf_counter()
+            check = typical_set_check(post, theta_map, factor, n_draws=config.laplace_check_draws, seed=config.seed)
+            timings["laplace_check_s"] = time.perf_counter() - t0
+    except KeyboardInterrupt as exc:
+        where = ("the Laplace check: the MAP and the Laplace std are complete, the std is unchecked"
+                 if "laplace_s" in timings else "the Laplace std: the MAP is complete, std is NaN")
+        info["interrupted"] = f"interrupted ({exc or 'Ctrl-C'}) during {where}"
+        timings.setdefault("laplace_s", time.perf_counter() - t0)
+    return std_lap, check
 
 
 def reconstruct(
@@ -253,16 +300,9 @@ def reconstruct(
     say(f"MAP ({res_map.info['method']}): {res_map.info['iterations']} iterations"
         f"{'' if res_map.info.get('converged', True) else ' (tolerance not reached)'}, "
         f"relative misfit {100 * res_map.info['relative_misfit']:.2f} %, {timings['map_s']:.1f} s")
-    t0 = time.perf_counter()
-    # quadratic prior: its exact Hessian; TV/L1: the lagged-diffusivity majorizer (the exact Hessian of the
-    # eps-smoothed prior is ~1/eps on flat regions and ~0 across jumps: not a usable Gaussian approximation)
-    smp, info["interrupted"] = None, None
-    try:
-        std_lap = laplace_covariance(post, res_map.x, prior_kind="majorizer").numpy()
-    except KeyboardInterrupt as exc:  # keep the finished MAP (Ctrl-C, or SIGTERM/SIGHUP through invprob.apps)
-        std_lap = np.full(mesh.n_cells, np.nan)
-        info["interrupted"] = f"interrupted ({exc or 'Ctrl-C'}) during the Laplace std: the MAP is complete, std is NaN"
-    timings["laplace_s"] = time.perf_counter() - t0
+    info["interrupted"] = None
+    std_lap, check = _laplace_stage(post, res_map.x, config, info, timings)
+    smp = None
     if config.method in ("pbrwp", "mla", "mala") and info["interrupted"] is None:
         try:
             smp = sample_posterior(post, res_map.x, config, std_laplace=std_lap, progress=progress, device=device,
@@ -277,4 +317,4 @@ def reconstruct(
         say(f"{smp.sampler_name}: {smp.n_iter} iterations x {walkers}, {smp.sampler_s:.1f} s; "
             f"sampler std / Laplace std median {smp.info['std_ratio_to_laplace']['median']:.3f}")
     return _outputs(mesh, post, config, res_map, std_lap, smp, noise, info, truth, theta_bg, say,
-                    timings={**timings, "t_start": t_start})
+                    timings={**timings, "t_start": t_start}, check=check)
