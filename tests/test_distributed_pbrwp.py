@@ -3,9 +3,10 @@
 Two gloo ranks on 127.0.0.1 (``spawn_local``) run each case of :data:`CASES` once (one spawn for all of them, a
 module fixture); the parent runs plain PBRWP on the same case. Checked, float64:
 
-- the final particles, ``mean``/``std``, the particle moments and stored samples agree to 1e-6 (float rounding
-  of the blocked matrix products and of the partial sums is all that may differ; on this CPU they were equal),
-  the logs to 1e-6 relative, and both ranks return the same result; each rank evaluates only its rows;
+- the final particles (each rank's own rows, put back together), ``mean``/``std``, the particle moments and stored
+  samples agree to 1e-6 (float rounding of the blocked matrix products, the ring's partial sums and the merged
+  moments is all that may differ), the logs to 1e-6 relative, and both ranks return the same result; each rank
+  holds and evaluates only its rows;
 - the cases cover a 20-D Gaussian potential (kernel-exact), a 16x16 Gaussian deblurring posterior (fused Fourier
   step, kernel-exact, stored samples), a TV posterior (envelope log Z, particles), the generic step with the
   ``"normal"`` preconditioner (centred data gradient) and an uneven shard (N = 7 over 2 ranks);
@@ -111,6 +112,11 @@ def _assert_close(a: dict, b: dict, exact: bool = False) -> None:
             torch.testing.assert_close(torch.tensor(vals), torch.tensor(b["log"][key]), rtol=1e-6, atol=1e-9)
 
 
+def _whole(ranks: list[dict], name: str) -> dict:
+    """A sharded case's result with ``x`` (each rank's own rows, from its callback) put back together."""
+    return {**ranks[0][name], "x": torch.cat([r[name]["x"] for r in ranks])}
+
+
 @pytest.fixture(scope="module")
 def two_ranks():
     return spawn_local(sharded_worker, 2, (list(CASES),))
@@ -120,11 +126,13 @@ def two_ranks():
 def test_two_ranks_equal_one_process(two_ranks, name):
     ref = run_case(PBRWP, name)
     r0, r1 = two_ranks[0][name], two_ranks[1][name]
-    _assert_close(ref, r0)
-    _assert_close(r0, r1, exact=True)  # replicated cloud: every rank reports the same result
+    _assert_close(ref, _whole(two_ranks, name))
+    _assert_close({**r0, "x": ref["x"]}, {**r1, "x": ref["x"]}, exact=True)  # every rank reports the same result
     assert r0["distributed"]["world_size"] == 2 and r1["distributed"]["rank"] == 1
     n = CASES[name][2]["n_particles"]
     assert r1["distributed"]["rows"] == list(shard_bounds(n, 2, 1))
+    # each rank holds its rows only: the particles its callback saw are its shard
+    assert [r["x"].shape[0] for r in (r0, r1)] == [b - a for a, b in (shard_bounds(n, 2, k) for k in range(2))]
 
 
 def test_each_rank_evaluates_only_its_rows(two_ranks):
@@ -141,14 +149,38 @@ def test_auto_uncertainty_falls_back_to_particles(two_ranks):
     assert unc["fallback"].startswith("posterior-langevin is not available in distributed mode")
 
 
-def test_three_ranks_and_too_few_particles():
-    """7 particles over 3 ranks (rows 3, 2, 2) equal one process; 2 particles cannot be shared by 3 ranks."""
-    got = spawn_local(sharded_worker, 3, (["uneven"], False))
+@pytest.mark.parametrize("world_size, counts", [(3, [3, 2, 2]), (4, [2, 2, 2, 1])])
+def test_uneven_shards_and_too_few_particles(world_size, counts):
+    """7 particles over 3 ranks (rows 3, 2, 2) and over 4 (2, 2, 2, 1: the ring reuses its two receive buffers)
+    equal one process; 2 particles cannot be shared by 3 or 4 ranks."""
+    got = spawn_local(sharded_worker, world_size, (["uneven"], False))
     ref = run_case(PBRWP, "uneven")
+    whole = _whole(got, "uneven")
     for r, g in enumerate(got):
-        _assert_close(ref, g["uneven"])
-        assert g["uneven"]["distributed"]["counts"] == [3, 2, 2] and g["uneven"]["distributed"]["rank"] == r
-        assert g["too_few"] == "n_particles (2) must be at least the world size (3)"
+        _assert_close(ref, {**g["uneven"], "x": whole["x"]})
+        assert g["uneven"]["x"].shape[0] == counts[r]
+        assert g["uneven"]["distributed"]["counts"] == counts and g["uneven"]["distributed"]["rank"] == r
+        assert g["too_few"] == f"n_particles (2) must be at least the world size ({world_size})"
+
+
+def test_merged_moments_equal_one_accumulator():
+    """Welford.merge (how the ranks' moments are combined) equals updating one accumulator with all rows."""
+    from invprob.solvers.samplers.base import Welford
+
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(k, 5, generator=g, dtype=F64) + 3.0 for k in (3, 1, 4)]
+    one, merged = Welford(), Welford()
+    for r in rows:
+        one.update(r)
+    for r in rows:
+        part = Welford()
+        part.update(r)
+        merged.merge(part.count, part.mean, part.m2)
+    merged.merge(0, torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64))  # an empty part adds nothing
+    assert merged.count == 8
+    torch.testing.assert_close(merged.mean, torch.cat(rows).mean(0), rtol=0, atol=1e-14)
+    torch.testing.assert_close(merged.variance(), torch.cat(rows).var(0), rtol=1e-13, atol=0)
+    torch.testing.assert_close(merged.variance(), one.variance(), rtol=1e-13, atol=0)
 
 
 def one_rank_worker(rank: int, world_size: int, names: list[str]) -> dict:

@@ -85,16 +85,20 @@ class Welford:
     def update(self, batch: torch.Tensor) -> None:
         """Add the states ``batch[0], batch[1], ...``."""
         b = batch.detach().to(torch.float64)
-        nb = b.shape[0]
         mb = b.mean(0)
-        m2b = (b - mb).pow(2).sum(0)
-        if self.mean is None:
-            self.count, self.mean, self.m2 = nb, mb, m2b
+        self.merge(b.shape[0], mb, (b - mb).pow(2).sum(0))
+
+    def merge(self, count: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Add another accumulator's ``(count, mean, m2)`` (Chan et al.'s update; a count of 0 adds nothing)."""
+        if count == 0:
             return
-        n = self.count + nb
-        delta = mb - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2b + delta.pow(2) * (self.count * nb / n)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = count, mean.to(torch.float64), m2.to(torch.float64)
+            return
+        n = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / n)
+        self.m2 = self.m2 + m2 + delta.pow(2) * (self.count * count / n)
         self.count = n
 
     def variance(self, ddof: int = 1) -> torch.Tensor:
@@ -252,6 +256,11 @@ class SamplerState:
     estimator: Any
     keep_samples: int = 0
     info: dict = field(default_factory=dict)
+
+    def noise_like(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Standard normal noise for the particles ``x`` (an estimator's draws); a sharded run overrides it so that
+        its rows get the noise one process would give them."""
+        return randn_like(x, gen)
 
 
 @dataclass(frozen=True)

@@ -4,35 +4,40 @@ Design
 ------
 Under an initialised process group of ``K`` ranks (gloo on the CPU, NCCL with one GPU per rank),
 :class:`ShardedPBRWP` gives rank ``r`` a contiguous block of rows of the ``N`` particles
-(:func:`shard_bounds`: the first ``N mod K`` ranks hold one row more). Every rank keeps the whole cloud, the same on
-all ranks (the interaction needs all ``N`` centred particles on every rank at every step anyway, so replicating
-them costs no more memory than the step itself), and *evaluates and updates only its own rows*:
+(:func:`shard_bounds`: the first ``N mod K`` ranks hold one row more). **Each rank holds only its rows** from the
+first step on: it evaluates and updates them, and the interaction between all ``N`` particles (the ``N x N`` Gram
+and the mixing ``sum_j P_ij e_j``) is computed by passing row blocks round a ring of ranks
+(:meth:`ParticleShard.ring`), so no rank ever holds the whole cloud in the loop:
 
 .. code-block:: text
 
-    xm = mean_j x_j, e = x - xm                   on every rank, from the replicated cloud (exact, no collective)
-    V, M grad V, e_T, M^-1 e (or its spectrum)    rows of this rank only: the potential's cost is split K ways
+    xm = mean_j x_j                               all_reduce of a d-vector (the rows' sums)
+    e = x - xm, V, M grad V, e_T, M^-1 e          this rank's rows: the potential's cost is split K ways
     mean_j (data gradient)_j                      all_reduce of a d-vector (generic path, centred Gram only)
-    Gram rows G_ij = e_i^T M^-1 e_j, i local      one all_gather of M^-1 e (generic) or of the weighted spectra
-                                                  (fused Fourier step): N x d
+    Gram rows G_ij = e_i^T M^-1 e_j, i local      ring: K - 1 hops of one row block (M^-1 e, or the weighted
+                                                  spectra of the fused Fourier step), each overlapped with the
+                                                  (rows x block) product of the block in hand
     diag(G), log Z(x_j)                           one all_gather of N x 2 numbers
-    logits, softmax, (I - P) e for rows i         this rank's rows of the N x N logits; N^2 d / K work
-    x_i <- x_i - (eta/2) M g_i + (eta/2T)(...)_i  this rank's rows; one all_gather of the new rows (N x d)
+    logits, softmax rows, (I - P)                 this rank's rows of the N x N matrices
+    x_i <- x_i - (eta/2) M g_i + (eta/2T) sum_j (I - P)_ij e_j
+                                                  ring again: the blocks of e, accumulated in place
 
-so a step costs two ``all_gather`` of an ``N x d`` buffer (uneven shards are zero-padded to the largest), one of
-``N x 2`` numbers, on the generic path one ``all_reduce`` of ``d`` numbers, and at a logging iteration one more
-``all_gather`` of ``N x 5`` numbers (the log's means over particles). The collectives are the hooks
-``_local_rows``/``_all_rows``/``_all_rows_each``/``_particle_mean`` of :class:`~invprob.solvers.samplers.PBRWP`'s
-step, whose formulas are PBRWP's own: a ``K``-rank run equals the one-process run up to float rounding (the row
-blocks of the matrix products, the partial sums of the mean data gradient), and a one-rank run equals it bit for
-bit on the CPU.
+Memory per rank: its ``N/K`` rows and their step buffers, two row blocks in flight, and ``(N/K) x N`` matrices.
+The post-burn-in moments (Welford) and the ``kernel-exact`` estimator's kernel means are accumulated on each
+rank's rows and merged over the ranks once, at the end (:meth:`ParticleShard.merged`, Chan et al.'s update in rank
+order); stored samples are gathered at the end. The formulas are PBRWP's own (the hooks ``_row_offset``,
+``_gram_rows``, ``_mix_into``, ``_all_rows_each``, ``_particle_sum``, ``_particle_mean`` of its step): a
+``K``-rank run equals the one-process run up to float rounding (the blocked matrix products, the ring's partial
+sums, the merged moments), and a one-rank run equals it bit for bit on the CPU.
 
 Initial particles: every rank draws all ``N`` from the same seed (``rng`` is required), exactly as one process
 would; then rank 0's cloud is broadcast once, so that the ranks agree even where the starting point (a MAP
-estimate on a GPU) is not bit-reproducible. Burn-in, the streaming moments, stored samples, callbacks and the
-uncertainty estimator run on the replicated cloud, identically on every rank: the :class:`~invprob.PosteriorResult`
-(mean, std, ``info["particle_mean"]``/``["particle_std"]``) is the same on every rank, and ``info["distributed"]``
-says the world size, the backend and this rank's rows.
+estimate on a GPU) is not bit-reproducible, and each rank keeps its rows (the whole initial cloud exists once,
+before the first step). A stored draw of the ``kernel-exact`` mixture draws the noise of all ``N`` rows from the
+shared generator and keeps its own (a transient ``N x d`` buffer at a stored iteration), so that the samples equal
+one process's. The :class:`~invprob.PosteriorResult` (mean, std, ``info["particle_mean"]``/``["particle_std"]``,
+samples) is the same on every rank; a ``callback`` sees this rank's rows; ``info["distributed"]`` says the world
+size, the backend and this rank's rows.
 
 Supported (the rest raises a one-line ``ValueError``)
 ----------------------------------------------------
@@ -45,9 +50,7 @@ Supported (the rest raises a one-line ``ValueError``)
 
 Not supported: adaptive preconditioners (``"adam"``, ``"fisher"``: their state would have to be reduced over the
 ranks), ``momentum`` and ``drift``, the Langevin-chain estimators (``"kernel-langevin"``, ``"posterior-langevin"``:
-their chains would run redundantly on every rank), and ``rng=None`` (the ranks need one seed).
-Cost not sharded: the streaming moments and the estimator's per-iteration work (``O(N d)``, plus the kernel means'
-FFT of ``"kernel-exact"`` on a posterior) run on every rank on the whole cloud.
+their chains would start from particles no rank holds all of), and ``rng=None`` (the ranks need one seed).
 
 Launch: ``torchrun --nproc-per-node 2 examples/pbrwp_distributed.py``, or :func:`spawn_local` (gloo on
 127.0.0.1, the tests' and benchmark's way).
@@ -66,12 +69,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from invprob.solvers.samplers.base import Welford
 from invprob.solvers.samplers.estimators import KernelExact, ParticleMoments, UncertaintyEstimator
 from invprob.solvers.samplers.pbrwp import (
     PARTICLES_CALIBRATION,
     PARTICLES_STATUS,
     PBRWP,
     PBRWPState,
+    gram64,
 )
 from invprob.solvers.samplers.preconditioners import ADAPTIVE_PRECONDITIONER_NAMES
 
@@ -148,11 +153,77 @@ class ParticleShard:
         cols = self.gather(torch.stack([t.to(dtype) for t in ts], 1))
         return tuple(c.to(t.dtype).contiguous() for c, t in zip(cols.unbind(1), ts, strict=True))
 
-    def mean(self, t: torch.Tensor) -> torch.Tensor:
-        """The mean over all ``N`` particles of this rank's rows ``t`` (one ``all_reduce`` of the row sums)."""
+    @property
+    def offset(self) -> int:
+        """The index among all ``N`` particles of this rank's first row."""
+        return self.rows.start
+
+    def _global(self, rank: int) -> int:
+        return rank if self.group is None else dist.get_global_rank(self.group, rank)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum over all ``N`` particles of this rank's rows ``t`` (one ``all_reduce`` of the row sums)."""
         s = t.sum(0, keepdim=True)
         dist.all_reduce(s, group=self.group)
-        return s / self.n_particles
+        return s
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean over all ``N`` particles of this rank's rows ``t`` (one ``all_reduce`` of the row sums)."""
+        return self.sum(t).div_(self.n_particles)
+
+    def ring(self, block: torch.Tensor, visit: Callable[[slice, torch.Tensor], None]) -> None:
+        """Pass this rank's rows ``block`` round the ring of ranks: ``visit(rows, b)`` is called once for every
+        rank's block ``b`` (its own first), ``rows`` being where ``b``'s particles sit among all ``N``.
+
+        Besides ``block`` each rank holds at most two padded blocks (the one arriving and, from the second hop on,
+        the one it works on; never ``block`` itself as a receive buffer): ``K - 1`` sends and receives of one
+        block, each overlapped with the work on the block in hand.
+        """
+        counts, k = self.counts, self.world_size
+        pad = max(counts) - block.shape[0]
+        cur = block.contiguous() if pad == 0 else torch.cat([block, block.new_zeros((pad, *block.shape[1:]))])
+        pool = [torch.empty_like(cur) for _ in range(min(2, k - 1))]
+        for hop in range(k):
+            src = (self.rank - hop) % k
+            reqs, nxt = [], None
+            if hop < k - 1:  # send what we hold onwards while working on it; receive the next block
+                nxt = pool[hop % len(pool)]
+                reqs = [dist.isend(cur, self._global((self.rank + 1) % k), group=self.group),
+                        dist.irecv(nxt, self._global((self.rank - 1) % k), group=self.group)]
+            visit(slice(*shard_bounds(self.n_particles, k, src)), cur[:counts[src]])
+            for r in reqs:
+                r.wait()
+            cur = nxt
+
+    def gram_rows(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a_i^T b_j`` in float64 for this rank's rows ``i`` and all ``N`` particles ``j`` (:func:`gram64` block
+        by block as ``b``'s rows travel round the ring)."""
+        out = torch.empty((a.shape[0], self.n_particles), dtype=torch.float64, device=a.device)
+
+        def visit(rows, blk):
+            out[:, rows] = gram64(a, blk)
+
+        self.ring(b, visit)
+        return out
+
+    def mix_into(self, out: torch.Tensor, W: torch.Tensor, e: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``out_i += alpha sum_j W_ij e_j`` over all ``N`` particles (``e``'s rows travel round the ring)."""
+        self.ring(e, lambda rows, blk: out.addmm_(W[:, rows], blk, alpha=alpha))
+        return out
+
+    def merged(self, w: Welford) -> Welford:
+        """The streaming moments of all ranks' rows: each rank's ``(count, mean, m2)`` gathered and merged in rank
+        order by Chan et al.'s update (what one process accumulating all rows computes, up to rounding)."""
+        counts = torch.tensor([float(w.count)], dtype=torch.float64, device=w.mean.device)
+        parts = [torch.empty_like(counts) for _ in range(self.world_size)]
+        dist.all_gather(parts, counts, group=self.group)
+        stacked = torch.stack([w.mean, w.m2])
+        moments = [torch.empty_like(stacked) for _ in range(self.world_size)]
+        dist.all_gather(moments, stacked, group=self.group)
+        out = Welford()
+        for c, (m, m2) in zip(parts, moments, strict=True):
+            out.merge(int(c.item()), m, m2)
+        return out
 
     def broadcast_(self, t: torch.Tensor) -> torch.Tensor:
         """Overwrite ``t`` (in place) with rank 0's copy."""
@@ -171,6 +242,13 @@ class ShardedPBRWPState(PBRWPState):
     """:class:`~invprob.solvers.samplers.PBRWPState` plus this rank's :class:`ParticleShard`."""
 
     shard: ParticleShard | None = None
+
+    def noise_like(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The noise one process would give this rank's rows ``x``: drawn for all ``N`` particles (the same
+        generator on every rank), this rank's rows kept. Only an estimator's stored draws use it (a transient
+        ``N x d`` buffer at a stored iteration)."""
+        full = torch.randn((self.shard.n_particles, *x.shape[1:]), generator=gen, dtype=x.dtype, device=gen.device)
+        return full[self.shard.rows].to(x.device)
 
 
 class ShardedPBRWP(PBRWP):
@@ -249,15 +327,43 @@ class ShardedPBRWP(PBRWP):
                                fallback=f"{est.name} is not available in distributed mode (ShardedPBRWP); raw "
                                         "particle spread reported")
 
-    # the layout hooks of PBRWP's step ------------------------------------------------------------------------
-    def _local_rows(self, state, n):
-        return state.shard.rows
+    # the loop: this rank's rows only ------------------------------------------------------------------------
+    def _loop(self, tgt, x, state, gen, cfg, progress, callback):
+        shard = state.shard
+        x = x[shard.rows].clone()  # the whole initial cloud is freed here: from now on, this rank's rows only
+        loop = super()._loop(tgt, x, state, gen, cfg, progress, callback)
+        loop.stats = shard.merged(loop.stats)
+        if isinstance(state.estimator, KernelExact):
+            state.estimator.kernel_means = shard.merged(state.estimator.kernel_means)
+        loop.kept = [shard.gather(k) for k in loop.kept]
+        final = Welford()
+        final.update(loop.x.flatten(1))
+        loop.final_std = float(shard.merged(final).std().mean()) if shard.n_particles > 1 else 0.0
+        return loop
 
-    def _all_rows(self, t, state):
-        return state.shard.gather(t)
+    def _check_finite(self, x, it, state):
+        bad = torch.tensor([0.0 if bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()) else 1.0],
+                           device=x.device)
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=state.shard.group)  # every rank stops together
+        if bool(bad.item()):
+            raise FloatingPointError(f"{self.name}: non-finite particles at iteration {it}; reduce the step "
+                                     f"(now {state.step}) or check the potential")
+
+    # the layout hooks of PBRWP's step ------------------------------------------------------------------------
+    def _row_offset(self, state):
+        return state.shard.offset
+
+    def _gram_rows(self, a, b, state):
+        return state.shard.gram_rows(a, b)
+
+    def _mix_into(self, out, W, e, state, alpha=1.0):
+        return state.shard.mix_into(out, W, e, alpha)
 
     def _all_rows_each(self, state, *ts):
         return state.shard.gather_each(*ts)
+
+    def _particle_sum(self, t, state):
+        return state.shard.sum(t)
 
     def _particle_mean(self, t, state):
         return state.shard.mean(t)

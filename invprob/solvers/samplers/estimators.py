@@ -118,12 +118,12 @@ class KernelExact(UncertaintyEstimator):
             if "kernel_sd_symbol" not in closed:
                 closed["kernel_sd_symbol"] = (1.0 / ((target.beta / 2) * (closed["q"] + closed["m"] / state.T))
                                               ).sqrt().to(x.dtype)
-            xi = randn_like(x, gen)
+            xi = state.noise_like(x, gen)
             return means + torch.fft.irfftn(torch.fft.rfftn(xi, dim=dims) * closed["kernel_sd_symbol"], s=shape,
                                             dim=dims)
         _, cov = target.potential.kernel_moments(x[:1], state.T, state.precond)
         chol = torch.linalg.cholesky(cov).to(x)
-        return means + randn_like(x, gen).flatten(1) @ chol.T
+        return means + state.noise_like(x, gen).flatten(1) @ chol.T
 
     def finalize(self, target, x, particles, state, gen):
         km = self.kernel_means

@@ -397,19 +397,31 @@ class PBRWP(Sampler):
 
     # ------------------------------------------------------------------------------------------------- layout
     # One process holds and updates all N particles. A sharded run (:mod:`invprob.solvers.samplers.distributed`)
-    # overrides these four hooks: it evaluates and updates only its rows, gathers the per-particle quantities the
-    # interaction needs, and returns all N updated particles; here they are the identity.
-    def _local_rows(self, state: PBRWPState, n: int) -> slice:
-        """The rows of the ``n`` particles that this process evaluates and updates (all of them here)."""
-        return slice(0, n)
+    # holds only its rows and overrides these hooks with collectives over the ranks; here they are plain tensor
+    # operations on all N.
+    def _row_offset(self, state: PBRWPState) -> int:
+        """The index among all ``N`` particles of this process's first row (0 here)."""
+        return 0
 
-    def _all_rows(self, t: torch.Tensor, state: PBRWPState) -> torch.Tensor:
-        """Per-particle rows ``t`` of this process's particles -> the rows of all ``N`` particles (``t`` here)."""
-        return t
+    def _gram_rows(self, a: torch.Tensor, b: torch.Tensor, state: PBRWPState) -> torch.Tensor:
+        """``a_i^T b_j`` in float64 for this process's rows ``i`` and all ``N`` particles ``j`` (``a``, ``b``: this
+        process's rows, flattened)."""
+        return gram64(a, b)
+
+    def _mix_into(self, out: torch.Tensor, W: torch.Tensor, e: torch.Tensor, state: PBRWPState,
+                  alpha: float = 1.0) -> torch.Tensor:
+        """``out_i += alpha sum_j W_ij e_j`` over all ``N`` particles ``j`` for this process's rows ``i`` (``W``:
+        rows x N; ``e``, ``out``: this process's rows, flattened), in place."""
+        return out.addmm_(W, e, alpha=alpha)
 
     def _all_rows_each(self, state: PBRWPState, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """:meth:`_all_rows` of each of ``ts`` (per-particle vectors: one collective for all in a sharded run)."""
+        """Per-particle vectors of this process's rows -> those of all ``N`` particles (one collective for all of
+        them in a sharded run; ``ts`` here)."""
         return ts
+
+    def _particle_sum(self, t: torch.Tensor, state: PBRWPState) -> torch.Tensor:
+        """The sum over all ``N`` particles of the per-particle rows ``t`` of this process's particles."""
+        return t.sum(0, keepdim=True)
 
     def _particle_mean(self, t: torch.Tensor, state: PBRWPState) -> torch.Tensor:
         """The mean over all ``N`` particles of the per-particle rows ``t`` of this process's particles."""
@@ -419,15 +431,13 @@ class PBRWP(Sampler):
     def _step(self, target, x, state, gen, log):
         eta, T = state.step, state.T
         beta = target.beta
-        rows = self._local_rows(state, x.shape[0])
-        lo, xl = rows.start, x[rows]  # this process's particles (all of them in one process)
-        xm = x.mean(0, keepdim=True)
-        e_all = x - xm  # distances are translation invariant: centre first (less cancellation)
-        e = e_all[rows]
-        fn, Mg, gMg, Gram, spectral = self._forces(target, xl, xm, e, state, log or state.need_fn)
+        lo = self._row_offset(state)  # x: this process's particles (all N in one process), rows lo, lo + 1, ...
+        xm = self._particle_mean(x, state)
+        e = x - xm  # distances are translation invariant: centre first (less cancellation)
+        fn, Mg, gMg, Gram, spectral = self._forces(target, x, xm, e, state, log or state.need_fn)
         # Gram: e_i^T M^-1 e_j for this process's rows i and all N particles j (N x N in one process)
         gdl = Gram.diagonal(lo).clone()
-        gd, env = self._all_rows_each(state, gdl, state.envelope(target, xl, fn, gMg, Mg, state, spectral))
+        gd, env = self._all_rows_each(state, gdl, state.envelope(target, x, fn, gMg, Mg, state, spectral))
         D = torch.add(gdl[:, None], gd[None, :]).sub_(Gram, alpha=2.0).clamp_min_(0.0)  # Gram form, never N x N x d
         D.diagonal(lo).fill_(0.0)
         # W_ij = -beta D_ij / (4T) - log Z(x_j), with -log Z(x_j) = (beta/2) e_T(x_j)
@@ -442,18 +452,18 @@ class PBRWP(Sampler):
         # weights below the working precision's smallest normal number would be subnormal after the cast, and a
         # matrix product with subnormal entries is an order of magnitude slower on the CPU: flush them to zero
         IP = IP.masked_fill_(IP.abs() < torch.finfo(x.dtype).tiny, 0.0).to(x.dtype)
+        ef = e.flatten(1)
         cfg = self.config
         if cfg.drift is None and cfg.momentum is None:
-            x_new = torch.addmm(torch.add(xl, Mg, alpha=-eta / 2).flatten(1), IP, e_all.flatten(1),
-                                alpha=c).view_as(xl)
+            x_new = self._mix_into(torch.add(x, Mg, alpha=-eta / 2).flatten(1), IP, ef, state, alpha=c).view_as(x)
         else:  # the velocity v_i = (1/2) [M g_i - ((I - P) e)_i / T] of the plain step x_i <- x_i - eta v_i
-            v = torch.addmm(Mg.flatten(1), IP, e_all.flatten(1), alpha=-1.0 / T).mul_(0.5)
+            v = self._mix_into(Mg.flatten(1).clone(), IP, ef, state, alpha=-1.0 / T).mul_(0.5)
             if cfg.drift is not None:  # x_i <- x_i - eta grad h*(v_i)
-                x_new = torch.add(xl, cfg.drift(v).view_as(xl), alpha=-eta)
+                x_new = torch.add(x, cfg.drift(v).view_as(x), alpha=-eta)
             else:
-                x_new = self._momentum_step(xl, v, state)
-        entry = self._log_entry(state, x, e_all, fn, Mg, IP, P, logits) if log else {}
-        return self._all_rows(x_new, state), entry
+                x_new = self._momentum_step(x, v, state)
+        entry = self._log_entry(state, e, fn, Mg, IP, P, logits) if log else {}
+        return x_new, entry
 
     def _forces(self, target, x, xm, e, state, need_fn):
         """``(V or None, M grad V, g^T M g or None, Gram rows, spectral or None)`` of the particles ``x`` (this
@@ -471,7 +481,7 @@ class PBRWP(Sampler):
             fn = sp.data_value(R) + pf if need_fn else None
             gMg = weighted_sq_sum(G, sc["sqrt_w_gmg"]) if state.need_gmg else None
             a = torch.view_as_real(E * sc["sqrt_w_gram"]).flatten(1)
-            Gram = gram64(a, self._all_rows(a, state))  # e_i^T M^-1 e_j (Parseval)
+            Gram = self._gram_rows(a, a, state)  # e_i^T M^-1 e_j (Parseval)
             return fn, Mg, gMg, Gram, (R, G)
         fn, g, dg = target.evaluate(x, need_fn=need_fn)
         if precond.adaptive:
@@ -480,28 +490,30 @@ class PBRWP(Sampler):
         gMg = (g * Mg).flatten(1).sum(1) if state.need_gmg else None
         dgc = None if dg is None else dg - self._particle_mean(dg, state)
         Minv_e = precond.inv_apply_centered(e, dgc)
-        Gram = gram64(e.flatten(1), self._all_rows(Minv_e, state).flatten(1))
+        Gram = self._gram_rows(e.flatten(1), Minv_e.flatten(1), state)
         return fn, Mg, gMg, Gram, None
 
-    def _log_entry(self, state, x, e, fn, Mg, IP, P, logits) -> dict:
-        """The diagnostics of a logging iteration (``x``, ``e``: all particles, centred; the rest: this process's
-        rows), each a mean over all ``N`` particles."""
+    def _log_entry(self, state, e, fn, Mg, IP, P, logits) -> dict:
+        """The diagnostics of a logging iteration (this process's rows; ``e`` centred), each a mean over all ``N``
+        particles."""
         eta, T = state.step, state.T
+        n = logits.shape[1]
         entry: dict = {}
         if state.velocity is not None:
-            q = state.velocity.view(-1, *x.shape[1:])
+            q = state.velocity.view(-1, *e.shape[1:])
             entry["kinetic"] = (q * state.precond.inv_apply(q)).flatten(1).sum(1).mean() / 2
-        repulse = IP @ e.flatten(1)
+        ef = e.flatten(1)
+        repulse = self._mix_into(torch.zeros_like(ef), IP, ef, state)  # ((I - P) e)_i
         logp = torch.log_softmax(logits, dim=1)
         fn, plogp, drift, repulsion, top = self._all_rows_each(
             state, fn, (P * logp).sum(1), ((eta / 2) * Mg).flatten(1).norm(dim=1),
             ((eta / (2 * T)) * repulse).norm(dim=1), P.max(1).values)
+        # x.std(0).mean() from the centred particles (torch's std over dim 0 is ten times slower)
+        sq = self._particle_sum(ef.square(), state)
         entry |= {
             "potential": fn.mean(),
             "entropy": -plogp.mean(),
-            # x.std(0).mean() from the centred particles (torch's std over dim 0 is ten times slower)
-            "spread": ((e.square().sum(0) / (x.shape[0] - 1)).sqrt_().mean() if x.shape[0] > 1
-                       else torch.zeros((), device=x.device)),
+            "spread": ((sq / (n - 1)).sqrt_().mean() if n > 1 else torch.zeros((), device=e.device)),
             "drift_norm": drift.mean(),
             "repulsion_norm": repulsion.mean(),
             "max_weight": top.mean(),
