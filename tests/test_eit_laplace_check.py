@@ -134,3 +134,27 @@ def test_absolute_gaussian_passes_and_tv_fails(case):
     unc = res_tv.info["uncertainty"]
     assert not unc["laplace_check"]["passed"] and unc["calibration_status"].startswith("miscalibrated: the run's")
     assert np.isfinite(res_tv.theta_std).all()
+
+
+def test_status_follows_the_check_and_the_calibration_data():
+    """The four combinations of the run's check and the calibration data's verdict."""
+    from invprob.solvers.eit.pipeline import laplace_status
+
+    ok, bad = TypicalSetCheck((1.02, 0.98)), TypicalSetCheck((0.25, 0.3))
+    measured, off = "measured: against reference chains", "miscalibrated: 0.09x the reference std"
+    assert laplace_status(ok, measured).startswith("checked: the run's typical-set check")
+    assert laplace_status(ok, "unmeasured").startswith("checked") and "unmeasured" not in laplace_status(ok, "x")
+    assert laplace_status(ok, off).startswith("miscalibrated: 0.09x")  # a necessary condition cannot overrule
+    assert laplace_status(bad, "unmeasured").startswith("miscalibrated: the run's typical-set check")
+    s = laplace_status(bad, measured)
+    assert s.startswith("not confirmed: the run's typical-set check") and "against reference chains" in s
+
+
+def test_not_confirmed_status_is_a_printed_warning():
+    from invprob.solvers.eit import ReconConfig
+    from invprob.solvers.eit.pipeline import _status_warning
+
+    msg = _status_warning({"calibration_status": "not confirmed: the run's typical-set check: ..."}, ReconConfig(),
+                          False)
+    assert msg.startswith("warning: the published std (Laplace, gaussian prior): not confirmed")
+    assert _status_warning({"calibration_status": "checked: ..."}, ReconConfig(), False) is None

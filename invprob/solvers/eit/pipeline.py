@@ -112,11 +112,18 @@ def uncertainty_record(config: ReconConfig, use_sampler: bool, theta_std: np.nda
 def laplace_status(check: TypicalSetCheck, data_status: str) -> str:
     """The Laplace std's status from the run's typical-set check, with the calibration data beside it.
 
-    Failed check: ``"miscalibrated: ..."`` (the run's own figures). Passed: ``"checked: ..."``, unless the
-    calibration data measured this configuration off (the check is a necessary condition only), then their
+    Failed check: ``"miscalibrated: ..."`` (the run's own figures), or ``"not confirmed: ..."`` where the
+    calibration data measured this configuration calibrated (the check sees the nonlinearity of the whole
+    one-sigma shell and is stricter than the marginal stds: measured std scale 0.81 on nonlinear Gaussian-prior
+    posteriors whose std was within 3 % of reference chains). Passed: ``"checked: ..."``, unless the calibration
+    data measured this configuration off (the check is a necessary condition only), then their
     ``"miscalibrated: ..."`` with the check's figures added.
     """
     said = f"the run's typical-set check: {check.describe()}"
+    if not check.passed and data_status.startswith("measured"):
+        return (f"not confirmed: {said}; the calibration data measured this configuration calibrated "
+                f"({data_status.split(':', 1)[1].strip()}), so treat the std as indicative (method='mala' samples "
+                "the posterior itself)")
     if not check.passed:
         return (f"miscalibrated: {said}: a local-curvature measure, not the posterior's std (method='mala' samples "
                 "the posterior itself)")
@@ -134,7 +141,7 @@ def _status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool)
                 "(method='mala' samples the posterior itself and checks its own convergence)")
     if status.startswith("miscalibrated"):
         return f"warning: {what} is not the posterior's std: {status.split(':', 1)[1].strip()}"
-    if status.startswith("not converged"):
+    if status.startswith("not converged") or status.startswith("not confirmed"):
         return f"warning: {what}: {status}"
     return None
 
