@@ -152,9 +152,9 @@ def test_status_follows_the_check_and_the_calibration_data():
 
 def test_not_confirmed_status_is_a_printed_warning():
     from invprob.solvers.eit import ReconConfig
-    from invprob.solvers.eit.pipeline import _status_warning
+    from invprob.solvers.eit.pipeline import status_warning
 
-    msg = _status_warning({"calibration_status": "not confirmed: the run's typical-set check: ..."}, ReconConfig(),
+    msg = status_warning({"calibration_status": "not confirmed: the run's typical-set check: ..."}, ReconConfig(),
                           False)
     assert msg.startswith("warning: the published std (Laplace, gaussian prior): not confirmed")
-    assert _status_warning({"calibration_status": "checked: ..."}, ReconConfig(), False) is None
+    assert status_warning({"calibration_status": "checked: ..."}, ReconConfig(), False) is None

@@ -47,7 +47,7 @@ from invprob.solvers.eit.stages import (
     truth_errors,
 )
 
-__all__ = ["check_inputs", "reconstruct", "uncertainty_record"]
+__all__ = ["check_inputs", "laplace_status", "reconstruct", "status_warning", "uncertainty_record"]
 
 
 def check_inputs(data, mesh, config: ReconConfig, *, reference=None, truth=None) -> None:
@@ -132,7 +132,7 @@ def laplace_status(check: TypicalSetCheck, data_status: str) -> str:
     return f"checked: {said}" + (f"; {data_status}" if data_status.startswith("measured") else "")
 
 
-def _status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool) -> str | None:
+def status_warning(unc: dict[str, Any], config: ReconConfig, use_sampler: bool) -> str | None:
     """A plain-words warning when the published std is not known to be the posterior's, else None."""
     status = unc["calibration_status"]
     what = f"the published std ({'sampler' if use_sampler else 'Laplace'}, {config.prior} prior)"
@@ -154,7 +154,7 @@ def _outputs(mesh, post, config, res_map, std_lap, smp: SamplingResult | None, n
     use_sampler = smp is not None and (config.std_estimator == "sampler" or config.method == "mala")
     theta_std = smp.std if use_sampler else std_lap
     unc = uncertainty_record(config, use_sampler, theta_std, None if smp is None else smp.info, check)
-    warning = _status_warning(unc, config, use_sampler)
+    warning = status_warning(unc, config, use_sampler)
     if warning:
         say(warning)
     map_c = np.exp(tmap)
