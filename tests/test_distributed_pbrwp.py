@@ -75,7 +75,8 @@ def run_case(cls, name: str) -> dict:
                          **rkw)
     return {"x": last["x"].clone(), "mean": res.mean, "std": res.std, "particle_mean": res.info["particle_mean"],
             "particle_std": res.info["particle_std"], "samples": res.samples, "log": res.info["log"],
-            "uncertainty": res.info["uncertainty"]["estimator"], "distributed": res.info.get("distributed")}
+            "uncertainty": res.info["uncertainty"]["estimator"], "distributed": res.info.get("distributed"),
+            "final_std": res.info["final_particles_std"]}
 
 
 def sharded_worker(rank: int, world_size: int, names: list[str], extras: bool = True) -> dict:
@@ -107,6 +108,9 @@ def _assert_close(a: dict, b: dict, exact: bool = False) -> None:
         else:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     assert a["uncertainty"] == b["uncertainty"]
+    # the final spread: reduced over the ranks by merged moments (a different formula from torch's std, also on one
+    # rank), so equal to the particles' own tolerance
+    assert a["final_std"] == pytest.approx(b["final_std"], rel=0, abs=1e-6)
     for key, vals in a["log"].items():
         if key != "iteration":
             torch.testing.assert_close(torch.tensor(vals), torch.tensor(b["log"][key]), rtol=1e-6, atol=1e-9)

@@ -309,13 +309,20 @@ class _Loop:
 FLOAT64_BLOCK = 2**18
 
 
-def mean_particle_std(x: torch.Tensor, block: int = FLOAT64_BLOCK) -> float:
+def _std_over_rows(cols: torch.Tensor) -> torch.Tensor:
+    return cols.std(0)
+
+
+def mean_particle_std(x: torch.Tensor, block: int = FLOAT64_BLOCK, column_std=None) -> float:
     """The mean over values of the std over particles of ``x`` (``(N, ...)``), in float64 a column block at a
-    time (:data:`FLOAT64_BLOCK`)."""
-    if x.shape[0] < 2:
-        return 0.0
+    time (:data:`FLOAT64_BLOCK`). ``column_std(cols)`` gives the per-column std of a float64 block (default: over
+    its rows, and 0 for fewer than two particles; a sharded run passes one that reduces over the ranks' rows)."""
+    if column_std is None:
+        if x.shape[0] < 2:
+            return 0.0
+        column_std = _std_over_rows
     flat = x.flatten(1)
-    total = sum(float(flat[:, j:j + block].double().std(0).sum()) for j in range(0, flat.shape[1], block))
+    total = sum(float(column_std(flat[:, j:j + block].double()).sum()) for j in range(0, flat.shape[1], block))
     return total / flat.shape[1]
 
 
@@ -462,12 +469,21 @@ class Sampler:
         finally:
             if bar is not None:
                 bar.close()
-        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop, mean_particle_std(x), tuple(x.shape[1:]))
+        return _Loop(x, stats, kept, logs, time.perf_counter() - t_loop, self._final_std(x, state),
+                     tuple(x.shape[1:]))
+
+    def _final_std(self, x: torch.Tensor, state: SamplerState) -> float:
+        """``info["final_particles_std"]`` of the final particles (a sharded run reduces it over its ranks)."""
+        return mean_particle_std(x)
+
+    def _all_finite(self, x: torch.Tensor, state: SamplerState) -> bool:
+        """Whether every particle is finite: min and max are finite iff every entry is (NaN propagates), one
+        reduction instead of isfinite's full boolean tensor (4x faster on the CPU)."""
+        return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
     def _check_finite(self, x: torch.Tensor, it: int, state: SamplerState) -> None:
-        """The one sync of a logging iteration; min and max are finite iff every entry is (NaN propagates), one
-        reduction instead of isfinite's full boolean tensor (4x faster on the CPU)."""
-        if not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+        """The one sync of a logging iteration."""
+        if not self._all_finite(x, state):
             raise FloatingPointError(f"{self.name}: non-finite particles at iteration {it}; reduce the step "
                                      f"(now {state.step}) or check the potential")
 

@@ -69,7 +69,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from invprob.solvers.samplers.base import Welford
+from invprob.solvers.samplers.base import Welford, mean_particle_std
 from invprob.solvers.samplers.estimators import KernelExact, ParticleMoments, UncertaintyEstimator
 from invprob.solvers.samplers.pbrwp import (
     PARTICLES_CALIBRATION,
@@ -333,21 +333,26 @@ class ShardedPBRWP(PBRWP):
         x = x[shard.rows].clone()  # the whole initial cloud is freed here: from now on, this rank's rows only
         loop = super()._loop(tgt, x, state, gen, cfg, progress, callback)
         loop.stats = shard.merged(loop.stats)
-        if isinstance(state.estimator, KernelExact):
-            state.estimator.kernel_means = shard.merged(state.estimator.kernel_means)
+        state.estimator.merge_streams(shard.merged)
         loop.kept = [shard.gather(k) for k in loop.kept]
-        final = Welford()
-        final.update(loop.x.flatten(1))
-        loop.final_std = float(shard.merged(final).std().mean()) if shard.n_particles > 1 else 0.0
         return loop
 
-    def _check_finite(self, x, it, state):
-        bad = torch.tensor([0.0 if bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()) else 1.0],
-                           device=x.device)
+    def _final_std(self, x, state):
+        shard = state.shard
+        if shard.n_particles < 2:
+            return 0.0
+
+        def column_std(cols):  # the std over all ranks' rows of a float64 column block
+            w = Welford()
+            w.update(cols)
+            return shard.merged(w).std()
+
+        return mean_particle_std(x, column_std=column_std)
+
+    def _all_finite(self, x, state):
+        bad = torch.tensor([0.0 if super()._all_finite(x, state) else 1.0], device=x.device)
         dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=state.shard.group)  # every rank stops together
-        if bool(bad.item()):
-            raise FloatingPointError(f"{self.name}: non-finite particles at iteration {it}; reduce the step "
-                                     f"(now {state.step}) or check the potential")
+        return not bool(bad.item())
 
     # the layout hooks of PBRWP's step ------------------------------------------------------------------------
     def _row_offset(self, state):

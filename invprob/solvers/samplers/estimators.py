@@ -53,6 +53,10 @@ class UncertaintyEstimator:
         """A stored sample of a kept iteration (default: the particles)."""
         return x.detach().clone()
 
+    def merge_streams(self, merge) -> None:
+        """Replace each streaming accumulator (:class:`Welford`) this estimator keeps by ``merge(accumulator)``
+        (a sharded run: the moments over all ranks' rows, before :meth:`finalize`); none here."""
+
     def finalize(self, target, x: torch.Tensor, particles: Welford, state, gen: torch.Generator) -> EstimatorOutput:
         raise NotImplementedError
 
@@ -99,6 +103,9 @@ class KernelExact(UncertaintyEstimator):
 
     def accumulate(self, target, x, state):
         self.kernel_means.update(self._means(target, x, state))
+
+    def merge_streams(self, merge):
+        self.kernel_means = merge(self.kernel_means)
 
     def _means(self, target, x, state):
         closed = state.closed
